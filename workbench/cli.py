@@ -1,0 +1,186 @@
+"""`wb`: the command line. Each command parses options, builds a config, calls one function, prints."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from workbench.errors import WorkbenchError
+
+TASKS = ("cls", "det", "seg")
+METRIC_COLUMNS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
+
+
+def parse_per_task(value: str | None, default: dict[str, int], option: str) -> dict[str, int]:
+    """'128' -> the same for every task; 'cls=64,det=320' -> those tasks, the rest from default."""
+    out = dict(default)
+    if not value:
+        return out
+    try:
+        if "=" not in value:
+            return {t: int(value) for t in TASKS}
+        for part in value.split(","):
+            task, number = part.split("=")
+            if task.strip() not in TASKS:
+                raise ValueError(f"unknown task {task!r}")
+            out[task.strip()] = int(number)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r}: expected N or cls=N,det=N,seg=N ({e})", param_hint=option) from None
+    return out
+
+
+def format_table(rows: list[tuple[str, dict]], first: str = "") -> str:
+    """Rows of (label, metrics) as an aligned text table with Top-1, mAP50, mIoU and score columns."""
+    width = max([len(first)] + [len(label) for label, _ in rows])
+    lines = [f"{first:<{width}}  " + "  ".join(f"{title:>7}" for _, title in METRIC_COLUMNS)]
+    for label, m in rows:
+        cells = [f"{m[key]:7.4f}" if key in m else f"{'-':>7}" for key, _ in METRIC_COLUMNS]
+        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+@click.group()
+def main():
+    """workbench: train, blend and submit AllInOne (cls + det + seg) models."""
+
+
+# -- data ------------------------------------------------------------------------------------
+@main.group()
+def data():
+    """Make or check data sets."""
+
+
+@data.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--seed", default=0, show_default=True, help="Random seed: same seed, same files.")
+@click.option("--size", type=click.Choice(["full", "tiny"]), default="full", show_default=True)
+def data_synth(out, seed, size):
+    """Write the built-in synthetic traffic data set into OUT."""
+    from workbench.data.synth import make_synth_dataset
+    path = make_synth_dataset(out, seed=seed, size=size)
+    click.echo(f"wrote {path}")
+
+
+@data.command("check")
+@click.argument("dataset", type=click.Path(dir_okay=False))
+def data_check(dataset):
+    """Validate DATASET.yaml and print image, class and box counts per task and split."""
+    from workbench.data.check import check_dataset
+    report = check_dataset(dataset)
+    click.echo(report.format_table())
+    if not report.ok:
+        sys.exit(1)
+
+
+# -- train -----------------------------------------------------------------------------------
+@main.group()
+def train():
+    """Train a run (recipes: joint)."""
+
+
+@train.command("joint")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--backbone", required=True, help="Any timm model name with features_only support.")
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32).")
+@click.option("--batch-size", help="Batch size: N for every task, or cls=N,det=N,seg=N.")
+@click.option("--lr", default=2e-3, show_default=True)
+@click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
+@click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: the largest task's batches).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ...")
+@click.option("--name", help="Run id (default: joint-<backbone>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name.")
+def train_joint_cmd(data_path, backbone, epochs, img_size, batch_size, lr, pretrained, steps_per_epoch, seed,
+                    device, name, overwrite):
+    """Train all three tasks on one backbone: each step takes a batch of every task."""
+    from workbench.train.joint import DEFAULT_BATCH, DEFAULT_SIZES, TrainConfig, train_joint
+    config = TrainConfig(data=data_path, backbone=backbone, epochs=epochs,
+                         img_size=parse_per_task(img_size, DEFAULT_SIZES, "--img-size"),
+                         batch_size=parse_per_task(batch_size, DEFAULT_BATCH, "--batch-size"), lr=lr,
+                         pretrained=pretrained, steps_per_epoch=steps_per_epoch, seed=seed, device=device, name=name)
+    run_dir = train_joint(config, overwrite=overwrite)
+    info = json.loads((run_dir / "run.json").read_text())
+    click.echo(f"run {run_dir} ({info['wall_time_s']} s); best epoch {info['best']['epoch']} on val:")
+    click.echo(format_table([(run_dir.name, info["best"])], "run"))
+
+
+# -- predict ---------------------------------------------------------------------------------
+@main.command("predict")
+@click.argument("run")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def predict_cmd(run, data_path, split, device):
+    """Predict RUN on a split (cached in runs/<run>/preds/<split>/none/); prints val metrics."""
+    from workbench.data.spec import DatasetSpec
+    from workbench.metrics.scoring import score, split_ground_truth
+    from workbench.predict import PredictConfig, predict_run
+    from workbench.predictions import to_submission
+    preds, folder, reused = predict_run(PredictConfig(run, data_path, split, device))
+    click.echo(f"{'reused' if reused else 'wrote'} {folder}")
+    if split == "val":
+        spec = DatasetSpec(data_path)
+        metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"))
+        click.echo(format_table([(Path(run).name, metrics)], "val"))
+
+
+# -- submit ----------------------------------------------------------------------------------
+@main.command("submit")
+@click.argument("members", nargs=-1, required=True)
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--format", "fmt", default="allinone-json", show_default=True, help="Leaderboard format.")
+@click.option("--name", help="Submission name (default: the member names joined by '+').")
+@click.option("--weights", help="Comma-separated member weights (default: equal).")
+@click.option("--fusion", type=click.Choice(["wbf", "nms", "soft-nms"]), default="wbf", show_default=True,
+              help="Box fusion (ensemble-boxes).")
+@click.option("--iou-thr", default=0.55, show_default=True, help="Box fusion IoU threshold.")
+@click.option("--device", default="auto", show_default=True)
+def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, device):
+    """Blend MEMBERS (runs) and write submissions/<name>/ (leaderboard file, manifest, zip)."""
+    from workbench.fuse import FusionConfig
+    from workbench.submit import SubmitConfig, submit
+    try:
+        w = tuple(float(x) for x in weights.split(",")) if weights else None
+    except ValueError:
+        raise click.BadParameter(f"{weights!r}: expected numbers separated by commas", param_hint="--weights")
+    name = name or "+".join(Path(m).name for m in members)
+    manifest = submit(SubmitConfig(tuple(members), data_path, name, fmt, w, FusionConfig(fusion, iou_thr), device))
+    click.echo(format_table(list(manifest["val"].items()), "val"))
+    if "polygon_roundtrip_miou" in manifest:
+        click.echo(f"mask -> polygon -> mask round trip keeps mIoU {manifest['polygon_roundtrip_miou']:.4f}")
+    click.echo(f"wrote {Path(SubmitConfig.out_dir) / name}/ ({', '.join(manifest['files'])})")
+
+
+# -- score -----------------------------------------------------------------------------------
+@main.command("score")
+@click.argument("submissions", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def score_cmd(submissions, data_path, as_json):
+    """Score SUBMISSION folders against the data set's sealed truth (test split)."""
+    from workbench.score import score_submission
+    results = [(Path(s).name, score_submission(s, data_path)) for s in submissions]
+    if as_json:
+        payload = {k: round(v, 6) for k, v in results[0][1].items()} if len(results) == 1 else \
+            {name: {k: round(v, 6) for k, v in r.items()} for name, r in results}
+        click.echo(json.dumps(payload))
+    else:
+        click.echo(format_table(results, "test"))
+
+
+def run():
+    """Entry point turning workbench errors into one-line messages and exit code 1."""
+    try:
+        main(standalone_mode=False)
+    except WorkbenchError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)

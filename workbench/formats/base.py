@@ -1,0 +1,219 @@
+"""The in-memory submission and the registry of leaderboard formats."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from workbench.errors import DataError, SubmissionError, WorkbenchError
+
+
+@dataclass(eq=False)
+class Submission:
+    """Predictions for the test images of every task, in leaderboard terms.
+
+    Attributes:
+        cls: image file name -> class index (0-based, in the order of `cls_classes`).
+        det: boxes [{"image": file name, "category_id": the data set's COCO category id,
+            "bbox": [x, y, w, h] float pixels, "score": float}].
+        seg: image file name -> (H, W) uint8 class-index mask at the image's original size.
+        cls_classes: class names in index order (the cls data set's classes.txt).
+        seg_num_classes: K of the segmentation data set.
+    """
+
+    cls: dict[str, int] = field(default_factory=dict)
+    det: list[dict] = field(default_factory=list)
+    seg: dict[str, np.ndarray] = field(default_factory=dict)
+    cls_classes: list[str] = field(default_factory=list)
+    seg_num_classes: int = 0
+
+    def __eq__(self, other) -> bool:
+        """Equal when every field is equal (masks compared by shape and values, not dtype)."""
+        if not isinstance(other, Submission):
+            return NotImplemented
+        return (
+            self.cls == other.cls
+            and self.det == other.det
+            and list(self.cls_classes) == list(other.cls_classes)
+            and self.seg_num_classes == other.seg_num_classes
+            and self.seg.keys() == other.seg.keys()
+            and all(np.array_equal(self.seg[k], other.seg[k]) for k in self.seg)
+        )
+
+    __hash__ = None  # mutable, compared by value
+
+
+class SubmissionFormat:
+    """A leaderboard format: writes a Submission to files and reads them back.
+
+    Subclasses set `name` (done by `register_format`) and implement `write` and `read`.
+    """
+
+    name: str = ""
+
+    def write(self, sub: Submission, out_dir: Path) -> list[Path]:
+        """Write `sub` into `out_dir` (created if missing), every file atomically.
+
+        Args:
+            sub: the submission, assumed to have passed `validate_submission`.
+            out_dir: folder receiving the format's files.
+
+        Returns:
+            The paths written, in a fixed order.
+        """
+        raise NotImplementedError
+
+    def read(self, out_dir: Path, seg_sizes: dict[str, tuple[int, int]] | None = None,
+             cls_classes: list[str] | None = None, seg_num_classes: int | None = None) -> Submission:
+        """Read the files `write` produced.
+
+        Args:
+            out_dir: the folder `write` wrote into.
+            seg_sizes: image name -> (H, W), for formats that cannot recover the mask size.
+            cls_classes: class names in index order (needed where the files hold names).
+            seg_num_classes: K; when None, one more than the largest class id found.
+
+        Returns:
+            The Submission (its `cls_classes` is `cls_classes` or []).
+
+        Raises:
+            DataError: a file is missing or malformed (the message names the file and the image).
+        """
+        raise NotImplementedError
+
+
+_FORMATS: dict[str, type[SubmissionFormat]] = {}
+
+
+def register_format(name: str) -> Callable[[type[SubmissionFormat]], type[SubmissionFormat]]:
+    """Class decorator adding a SubmissionFormat subclass to the registry under `name`."""
+
+    def decorate(cls: type[SubmissionFormat]) -> type[SubmissionFormat]:
+        if name in _FORMATS and _FORMATS[name] is not cls:
+            raise WorkbenchError(f"submission format {name!r} is registered twice")
+        cls.name = name
+        _FORMATS[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_format(name: str) -> SubmissionFormat:
+    """Return an instance of the format registered as `name`.
+
+    Raises:
+        WorkbenchError: no such format (the message lists the known ones).
+    """
+    if name not in _FORMATS:
+        raise WorkbenchError(f"unknown submission format {name!r}; known formats: {', '.join(list_formats())}")
+    return _FORMATS[name]()
+
+
+def list_formats() -> list[str]:
+    """Return the registered format names, sorted."""
+    return sorted(_FORMATS)
+
+
+# ---- helpers shared by the readers -------------------------------------------------------------
+
+def load_json(path: Path):
+    """Load a JSON file, rejecting duplicate object keys (json.load would keep the last silently).
+
+    Raises:
+        DataError: missing file, bad JSON, or an object with repeated keys (named in the message).
+    """
+    def no_duplicates(pairs):
+        seen, dups = {}, []
+        for key, value in pairs:
+            if key in seen:
+                dups.append(key)
+            seen[key] = value
+        if dups:
+            raise _DuplicateKeys(dups)
+        return seen
+
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with open(path) as f:
+            return json.load(f, object_pairs_hook=no_duplicates)
+    except _DuplicateKeys as e:
+        raise DataError(path, "\n".join(f"{k}: appears more than once (duplicate image?)" for k in e.keys)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+class _DuplicateKeys(Exception):
+    def __init__(self, keys: list[str]):
+        self.keys = keys
+
+
+def is_int(value) -> bool:
+    """True for Python/NumPy integers (bool excluded)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """True for Python/NumPy real numbers (bool excluded)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_det_entry(entry, image_key: str) -> str | None:
+    """Return what is wrong with the schema of one box entry read from a file, or None.
+
+    Args:
+        entry: the decoded JSON object.
+        image_key: the key holding the image name in this format ("image_id").
+    """
+    if not isinstance(entry, dict):
+        return "not an object"
+    missing = [k for k in (image_key, "category_id", "bbox", "score") if k not in entry]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    if not isinstance(entry[image_key], str):
+        return f"{image_key} {entry[image_key]!r} is not an image file name"
+    if not is_int(entry["category_id"]):
+        return f"category_id {entry['category_id']!r} is not an integer"
+    bbox = entry["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_number(v) for v in bbox)):
+        return f"bbox {bbox!r} is not 4 numbers"
+    if not is_number(entry["score"]):
+        return f"score {entry['score']!r} is not a number"
+    return None
+
+
+def det_from_entry(entry: dict, image_key: str) -> dict:
+    """Convert a checked file entry to a Submission box {"image", "category_id", "bbox", "score"}."""
+    return {
+        "image": entry[image_key],
+        "category_id": int(entry["category_id"]),
+        "bbox": [float(v) for v in entry["bbox"]],
+        "score": float(entry["score"]),
+    }
+
+
+def det_to_entry(box: dict) -> dict:
+    """Convert a Submission box to a COCO result with the image name as "image_id"."""
+    return {
+        "image_id": box["image"],
+        "category_id": int(box["category_id"]),
+        "bbox": [float(v) for v in box["bbox"]],
+        "score": float(box["score"]),
+    }
+
+
+def dumps_compact(obj) -> str:
+    """Return JSON without spaces (submission files get large).
+
+    Raises:
+        SubmissionError: a value is NaN or infinite (validate_submission reports which).
+    """
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError as e:
+        raise SubmissionError(f"cannot write a non-finite number ({e}); run validate_submission first") from None
+
+

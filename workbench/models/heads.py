@@ -1,0 +1,92 @@
+"""Neck and task heads, each sized from the backbone's `feature_info` alone."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_gn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    """Conv k x k + GroupNorm + ReLU (GroupNorm: batch-size independent, good for small batches)."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                         nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True))
+
+
+class FPN(nn.Module):
+    """Feature pyramid: lateral 1x1 convs, top-down nearest upsampling and sum, 3x3 output convs.
+
+    Args:
+        in_channels: channels of the backbone levels used, finest first.
+        channels: channels of every pyramid level.
+    Input: list of (B, C_i, H/s_i, W/s_i), finest first. Output: list of (B, channels, H/s_i, W/s_i).
+    """
+
+    def __init__(self, in_channels: Sequence[int], channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.output = nn.ModuleList(conv_gn_relu(channels, channels) for _ in in_channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        laterals = [lat(f) for lat, f in zip(self.lateral, feats)]
+        for i in range(len(laterals) - 2, -1, -1):
+            laterals[i] = laterals[i] + F.interpolate(laterals[i + 1], size=laterals[i].shape[-2:], mode="nearest")
+        return [out(x) for out, x in zip(self.output, laterals)]
+
+
+class AttentionPoolHead(nn.Module):
+    """Classification head on the deepest feature: CBAM-style channel and spatial attention, then
+    average + max pooling and a linear layer. (B, C, h, w) -> (B, num_classes) logits."""
+
+    def __init__(self, channels: int, num_classes: int, reduction: int = 8, dropout: float = 0.2):
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3)
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(2 * channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ca = torch.sigmoid(self.mlp(x.mean((2, 3), keepdim=True)) + self.mlp(x.amax((2, 3), keepdim=True)))
+        x = x * ca
+        sa = torch.sigmoid(self.spatial(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
+        x = x * sa
+        pooled = torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1)
+        return self.fc(self.drop(pooled))
+
+
+class CenterHead(nn.Module):
+    """Anchor-free detection head (CenterNet) on the finest pyramid level (stride 4).
+
+    Output dict: "heatmap" (B, K, h, w) logits of object centres per class, "size" (B, 2, h, w) box
+    width and height in feature cells, "offset" (B, 2, h, w) sub-cell centre offset in [0, 1).
+    """
+
+    def __init__(self, channels: int, num_classes: int, prior: float = 0.1):
+        super().__init__()
+
+        def branch(cout: int) -> nn.Sequential:
+            return nn.Sequential(conv_gn_relu(channels, channels), nn.Conv2d(channels, cout, 1))
+
+        self.heatmap, self.size, self.offset = branch(num_classes), branch(2), branch(2)
+        nn.init.constant_(self.heatmap[-1].bias, -torch.log(torch.tensor((1 - prior) / prior)).item())
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"heatmap": self.heatmap(x), "size": F.relu(self.size(x)), "offset": torch.sigmoid(self.offset(x))}
+
+
+class SemanticHead(nn.Module):
+    """Panoptic-FPN semantic branch: every pyramid level -> conv, upsampled to the finest level,
+    summed, then 1x1 conv to class logits. list of (B, C, H/s, W/s) -> (B, K, H/4, W/4)."""
+
+    def __init__(self, channels: int, num_levels: int, num_classes: int):
+        super().__init__()
+        self.level_convs = nn.ModuleList(conv_gn_relu(channels, channels) for _ in range(num_levels))
+        self.classifier = nn.Sequential(conv_gn_relu(channels, channels), nn.Conv2d(channels, num_classes, 1))
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        merged = sum(F.interpolate(conv(f), size=size, mode="bilinear", align_corners=False) if i else conv(f)
+                     for i, (conv, f) in enumerate(zip(self.level_convs, feats)))
+        return self.classifier(merged)

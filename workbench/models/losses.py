@@ -1,0 +1,114 @@
+"""Task losses and the detection decoder (CenterNet: heatmap focal loss, L1 on size and offset)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+from workbench.models.model import DET_STRIDE
+
+
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+    """Cross-entropy. logits (B, K), labels (B,) int."""
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def seg_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy at full resolution. logits (B, K, H/4, W/4), masks (B, H, W) with ignore_index."""
+    up = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    if (masks != ignore_index).any():
+        return F.cross_entropy(up, masks, ignore_index=ignore_index)
+    return up.sum() * 0.0  # a batch of ignore-only masks: no signal, keep the graph
+
+
+def encode_det_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
+                       out_hw: tuple[int, int], stride: int = DET_STRIDE, alpha: float = 0.54):
+    """Build CenterNet targets on the (h, w) output grid.
+
+    Args:
+        boxes: per image (N, 4) xyxy in input pixels; labels: per image (N,) class index.
+        out_hw: (h, w) of the head's output; stride: input pixels per output cell.
+        alpha: Gaussian radius factor (TTFNet): sigma_x = alpha * box_w / 6, in cells.
+    Returns:
+        heatmap (B, K, h, w) in [0, 1]; and for positives: batch index, cell y, cell x (M,) long,
+        size target (M, 2) box w, h in cells, offset target (M, 2) sub-cell centre in [0, 1).
+    """
+    h, w = out_hw
+    heat = torch.zeros(len(boxes), num_classes, h, w)
+    ys = torch.arange(h, dtype=torch.float32).view(-1, 1)
+    xs = torch.arange(w, dtype=torch.float32).view(1, -1)
+    index, sizes, offsets = [], [], []
+    for b, (bx, lb) in enumerate(zip(boxes, labels)):
+        for (x1, y1, x2, y2), k in zip((bx / stride).tolist(), lb.tolist()):
+            bw, bh = x2 - x1, y2 - y1
+            if bw <= 0 or bh <= 0:
+                continue
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
+            sx, sy = max(alpha * bw / 6, 0.5), max(alpha * bh / 6, 0.5)
+            g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
+            heat[b, k] = torch.maximum(heat[b, k], g)
+            index.append((b, iy, ix))
+            sizes.append((bw, bh))
+            offsets.append((cx - ix, cy - iy))
+    idx = torch.tensor(index, dtype=torch.long).view(-1, 3)
+    return heat, idx, torch.tensor(sizes).view(-1, 2), torch.tensor(offsets).view(-1, 2)
+
+
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, a: float = 2.0, b: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks."""
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    pos_loss = -(torch.log(p) * (1 - p) ** a * pos).sum()
+    neg_loss = -(torch.log(1 - p) * p**a * (1 - target) ** b * (1 - pos)).sum()
+    return (pos_loss + neg_loss) / pos.sum().clamp(min=1.0)
+
+
+def det_loss(out: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
+             size_weight: float = 0.1) -> torch.Tensor:
+    """CenterNet loss: focal heatmap + size_weight * L1(size) + L1(offset), the L1s at object centres."""
+    num_classes, h, w = out["heatmap"].shape[1:]
+    heat, idx, size_t, off_t = encode_det_targets(boxes, labels, num_classes, (h, w))
+    dev = out["heatmap"].device
+    loss = focal_heatmap_loss(out["heatmap"], heat.to(dev))
+    if len(idx):
+        b, y, x = idx.to(dev).unbind(1)
+        size_p = out["size"][b, :, y, x]
+        off_p = out["offset"][b, :, y, x]
+        loss = loss + size_weight * F.l1_loss(size_p, size_t.to(dev)) + F.l1_loss(off_p, off_t.to(dev))
+    else:
+        loss = loss + 0.0 * (out["size"].sum() + out["offset"].sum())
+    return loss
+
+
+@torch.no_grad()
+def decode_detections(out: dict[str, torch.Tensor], top_k: int = 100, score_thr: float = 0.01,
+                      nms_iou: float = 0.6, stride: int = DET_STRIDE) -> list[dict[str, torch.Tensor]]:
+    """Turn head maps into boxes.
+
+    Peaks are 3x3 local maxima of the class heatmaps; the top_k of them become boxes, and
+    torchvision's batched NMS removes the duplicates that neighbouring peaks can make.
+
+    Returns:
+        Per image {"boxes": (M, 4) xyxy in input pixels, "scores": (M,), "labels": (M,) class index}.
+    """
+    heat = torch.sigmoid(out["heatmap"])
+    bsz, k, h, w = heat.shape
+    peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    scores, flat = peaks.reshape(bsz, -1).topk(min(top_k, k * h * w))
+    labels = torch.div(flat, h * w, rounding_mode="floor")
+    cell = flat % (h * w)
+    ys, xs = torch.div(cell, w, rounding_mode="floor"), cell % w
+    results = []
+    for i in range(bsz):
+        keep = scores[i] > score_thr
+        y, x, lab, sc = ys[i][keep], xs[i][keep], labels[i][keep], scores[i][keep]
+        bw, bh = out["size"][i, 0, y, x], out["size"][i, 1, y, x]
+        cx, cy = x + out["offset"][i, 0, y, x], y + out["offset"][i, 1, y, x]
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1) * stride
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, sc, lab = boxes[valid], sc[valid], lab[valid]
+        kept = batched_nms(boxes, sc, lab, nms_iou)
+        results.append({"boxes": boxes[kept], "scores": sc[kept], "labels": lab[kept]})
+    return results
+

@@ -1,0 +1,133 @@
+"""The AllInOne model: one timm backbone, an FPN neck, and a head per task.
+
+Forward contract: `model(images, tasks=("cls", "det", "seg"))` returns `{task: output}` for the tasks
+asked. Images are (B, 3, H, W) float in [0, 1] (or uint8 in [0, 255]); the model normalises them with
+its own mean and std, so callers never need to know the backbone's preprocessing.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+from torch import nn
+
+from workbench.errors import RunError
+from workbench.models.heads import FPN, AttentionPoolHead, CenterHead, SemanticHead
+
+DET_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model's architecture (weights come from the run folder)."""
+
+    backbone: str
+    num_cls: int
+    num_det: int
+    num_seg: int
+    neck_channels: int = 64
+    pretrained: str | None = None  # local weights file for the backbone, or "timm" for timm's own download
+    mean: tuple[float, float, float] | None = None  # None: the backbone's pretrained_cfg
+    std: tuple[float, float, float] | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"] = list(self.mean) if self.mean else None
+        d["std"] = list(self.std) if self.std else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        for k in ("mean", "std"):
+            d[k] = tuple(d[k]) if d.get(k) else None
+        return cls(**d)
+
+
+def create_backbone(name: str, pretrained: str | None) -> nn.Module:
+    """timm feature extractor; `pretrained` is a local file (safetensors / state dict), "timm", or None."""
+    kwargs: dict = {"features_only": True}
+    if pretrained == "timm":
+        kwargs["pretrained"] = True
+    elif pretrained:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise RunError(f"{path}: pretrained weights file not found")
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())})
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as e:  # timm raises RuntimeError for unknown names and mismatched weights
+        raise RunError(f"backbone {name!r}: {str(e).splitlines()[0]}") from None
+
+
+class MultiTaskModel(nn.Module):
+    """Shared backbone + FPN + cls/det/seg heads.
+
+    Args:
+        config: ModelConfig (backbone name, class counts, neck width, normalisation).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = create_backbone(config.backbone, config.pretrained)
+        info = self.backbone.feature_info
+        # levels from stride 4 down: det and seg work at 1/4 resolution.
+        self.levels = [i for i, r in enumerate(info.reduction()) if r >= DET_STRIDE]
+        if not self.levels or info.reduction()[self.levels[0]] != DET_STRIDE:
+            raise RunError(f"backbone {config.backbone!r} has no stride-4 feature level")
+        channels = [info.channels()[i] for i in self.levels]
+        cfg = self.backbone.pretrained_cfg
+        mean = config.mean or cfg.get("mean", (0.485, 0.456, 0.406))
+        std = config.std or cfg.get("std", (0.229, 0.224, 0.225))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.neck = FPN(channels, config.neck_channels)
+        self.heads = nn.ModuleDict({
+            "cls": AttentionPoolHead(channels[-1], config.num_cls),
+            "det": CenterHead(config.neck_channels, config.num_det),
+            "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg),
+        })
+
+    def forward(self, images: torch.Tensor, tasks: Sequence[str] = ("cls", "det", "seg")) -> dict:
+        """Run the tasks asked.
+
+        Args:
+            images: (B, 3, H, W), float in [0, 1] or uint8; H and W multiples of 32.
+            tasks: any of "cls", "det", "seg".
+        Returns:
+            {"cls": (B, K_cls) logits, "det": CenterHead dict at H/4 x W/4, "seg": (B, K_seg, H/4, W/4) logits}.
+        """
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+        x = (images - self.mean) / self.std
+        feats = self.backbone(x)
+        feats = [feats[i] for i in self.levels]
+        out = {}
+        if "cls" in tasks:
+            out["cls"] = self.heads["cls"](feats[-1])
+        if "det" in tasks or "seg" in tasks:
+            pyramid = self.neck(feats)
+            if "det" in tasks:
+                out["det"] = self.heads["det"](pyramid[0])
+            if "seg" in tasks:
+                out["seg"] = self.heads["seg"](pyramid)
+        return out
+
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """Parameters of one task's head (the neck is shared by det and seg)."""
+        return list(self.heads[task].parameters())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu; anything else is passed to torch.device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)

@@ -1,0 +1,76 @@
+"""Run folders: `runs/<run_id>/` with config.yaml, run.json, model.safetensors, metrics.csv.
+
+A run folder alone rebuilds its model: `run.json` carries the ModelConfig, the weights sit beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from workbench.errors import RunError
+from workbench.io import atomic_path, hash_file, read_json
+from workbench.models.model import ModelConfig, MultiTaskModel
+
+RUNS_DIR = Path("runs")
+WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder and its run.json."""
+
+    path: Path
+    info: dict
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS
+
+    def checkpoint_hash(self) -> str:
+        """sha256 of the weights file: what a prediction cache entry is tied to."""
+        return hash_file(self.weights)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.info["model"])
+
+
+def open_run(ref: str | Path, runs_dir: Path = RUNS_DIR) -> Run:
+    """Find a run by folder path or by id under runs_dir; it must have finished writing weights."""
+    path = Path(ref)
+    if not (path / "run.json").exists() and (runs_dir / str(ref) / "run.json").exists():
+        path = runs_dir / str(ref)
+    if not (path / "run.json").exists():
+        raise RunError(f"{path}: not a run folder (no run.json)")
+    info = read_json(path / "run.json")
+    if not (path / WEIGHTS).exists():
+        raise RunError(f"{path}: run has no {WEIGHTS} yet (status: {info.get('status')})")
+    return Run(path, info)
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Write a state dict as safetensors, atomically."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_model(run: Run, device: torch.device) -> MultiTaskModel:
+    """Rebuild the run's model and load its weights (no pretrained file needed: the weights are all here)."""
+    config = run.model_config()
+    model = MultiTaskModel(ModelConfig(**{**config.__dict__, "pretrained": None}))
+    try:
+        state = load_file(str(run.weights))
+    except Exception as e:
+        raise RunError(f"{run.weights}: cannot read weights ({e})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RunError(f"{run.weights}: weights do not fit the model "
+                       f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()
