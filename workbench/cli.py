@@ -184,3 +184,7 @@ def run():
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    run()

@@ -53,6 +53,17 @@ def make_simple_masks() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture
+def scene_factory():
+    """make_scene(height=96, width=128, seed=0) -> a realistic 6-class mask."""
+    return make_scene
+
+
+@pytest.fixture
+def simple_masks() -> dict[str, np.ndarray]:
+    return make_simple_masks()
+
+
+@pytest.fixture
 def submission() -> Submission:
     seg = make_simple_masks()
     seg["scene.png"] = make_scene()

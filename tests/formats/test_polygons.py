@@ -1,7 +1,6 @@
 import cv2
 import numpy as np
 import pytest
-from conftest import make_scene, make_simple_masks
 
 from workbench.formats.polygons import mask_to_polygons, polygon_roundtrip_miou, polygons_to_mask
 
@@ -10,10 +9,10 @@ def roundtrip(mask):
     return polygons_to_mask(mask_to_polygons(mask), *mask.shape)
 
 
-@pytest.mark.parametrize("name", sorted(make_simple_masks()))
-def test_simple_masks_roundtrip_exactly(name):
-    mask = make_simple_masks()[name]
-    np.testing.assert_array_equal(roundtrip(mask), mask)
+def test_simple_masks_roundtrip_exactly(simple_masks):
+    # convex shapes, a hole, an island in a hole, regions on the border, a thin line, a lone pixel
+    for name, mask in simple_masks.items():
+        np.testing.assert_array_equal(roundtrip(mask), mask, err_msg=name)
 
 
 def test_polygons_follow_pixel_edges():
@@ -29,8 +28,8 @@ def test_polygons_follow_pixel_edges():
     assert sorted(zip(polys[0][0][0::2], polys[0][0][1::2])) == [(0, 0), (0, 6), (8, 0), (8, 6)]
 
 
-def test_hole_and_two_classes():
-    mask = make_simple_masks()["hole.png"]
+def test_hole_and_two_classes(simple_masks):
+    mask = simple_masks["hole.png"]
     polys = mask_to_polygons(mask)
     # class 1 is written as its outline only (the hole is not a polygon); class 2 fills the hole
     assert len(polys[1]) == 1 and len(polys[2]) == 1
@@ -71,16 +70,16 @@ def test_diagonal_pinch_is_the_known_loss():
     np.testing.assert_array_equal(roundtrip(checker), checker)
 
 
-def test_realistic_scene_loses_little():
-    masks = {f"{i}.png": make_scene(seed=i) for i in range(4)}
+def test_realistic_scene_loses_little(scene_factory):
+    masks = {f"{i}.png": scene_factory(seed=i) for i in range(4)}
     assert len(np.unique(masks["0.png"])) == 6
     miou = polygon_roundtrip_miou(masks, 6)
     assert miou >= 0.995
 
 
-def test_pixel_centre_polygons_would_lose_more():
+def test_pixel_centre_polygons_would_lose_more(scene_factory):
     # the naive choice, cv2 contours through pixel centres, shrinks every region by about half a pixel
-    mask = make_scene()
+    mask = scene_factory()
     naive = {}
     for c in np.unique(mask).tolist():
         contours, _ = cv2.findContours((mask == c).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

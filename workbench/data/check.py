@@ -3,8 +3,9 @@
 Unlike the readers of `workbench.data.spec`, which raise `DataError` at the first fault, the check
 walks everything and reports all it finds, one line per problem: `"<file>: <problem>"`, the file
 given relative to the data set's folder. It also counts images, classes and boxes per task and
-split, and flags images whose bytes appear in two splits of one task, or in `unlabeled/` and a
-val or test split (leakage).
+split, and warns of images whose bytes appear in two splits of one task, or in `unlabeled/` and
+a val or test split (leakage: a warning, since a data set handed out by organisers cannot be fixed
+by its users, but they should know which scores it inflates).
 
 The check reads the sealed `truth/` labels too, but only to validate them: nothing here trains,
 selects or tunes on them.
@@ -54,6 +55,7 @@ class CheckReport:
     counts: list[CountRow] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     root: str = ""
+    warnings: list[str] = field(default_factory=list)  # suspicious but usable, e.g. duplicate content
 
     @property
     def ok(self) -> bool:
@@ -77,6 +79,9 @@ class CheckReport:
             # text columns left-aligned, numbers right-aligned
             lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths))).rstrip())
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines += self.warnings
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += self.problems
@@ -163,6 +168,7 @@ class _Checker:
         self.root = self.yaml.parent
         self.raw: dict = {}
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         self._seen: set[str] = set()
         self.counts: list[CountRow] = []
         self.images: dict[Path, _ImageInfo] = {}
@@ -184,7 +190,7 @@ class _Checker:
             self.check_unlabeled()
             self.check_truth()
             self.check_leakage()
-        return CheckReport(self.counts, self.problems, str(self.root))
+        return CheckReport(self.counts, self.problems, str(self.root), self.warnings)
 
     def rel(self, path: Path) -> str:
         try:
@@ -192,11 +198,11 @@ class _Checker:
         except ValueError:
             return str(path)
 
-    def problem(self, path: Path, text: str) -> None:
+    def problem(self, path: Path, text: str, warning: bool = False) -> None:
         line = f"{self.rel(path)}: {text}"
         if line not in self._seen:
             self._seen.add(line)
-            self.problems.append(line)
+            (self.warnings if warning else self.problems).append(line)
 
     def resolve(self, rel: object) -> Path:
         return Path(os.path.normpath(self.root / str(rel)))
@@ -664,7 +670,7 @@ class _Checker:
             for (task, split), paths in self.hashes.get(info.sha256, {}).items():
                 if split in ("val", "test"):
                     self.problem(path, f"unlabeled image has the same content as {task} {split} "
-                                       f"image {self.rel(paths[0])} (leakage)")
+                                       f"image {self.rel(paths[0])} (leakage)", warning=True)
         for places in self.hashes.values():
             by_task: dict[str, list[tuple[str, list[Path]]]] = defaultdict(list)
             for (task, split), paths in places.items():
@@ -676,9 +682,8 @@ class _Checker:
                 (first_split, first), rest = splits[0], splits[1:]
                 for split, paths in rest:
                     for p in paths:
-                        if p in first:
-                            text = f"listed in both {task} {first_split} and {task} {split} (leakage)"
-                        else:
-                            text = (f"{task} {split} image has the same content as {task} {first_split} "
-                                    f"image {self.rel(first[0])} (leakage)")
-                        self.problem(p, text)
+                        if p in first:  # one file named by two splits: the split files are wrong
+                            self.problem(p, f"listed in both {task} {first_split} and {task} {split} (leakage)")
+                        else:  # two files with one content: report, but the data set stays usable
+                            self.problem(p, f"{task} {split} image has the same content as {task} {first_split} "
+                                            f"image {self.rel(first[0])} (leakage)", warning=True)

@@ -27,7 +27,7 @@ from workbench.formats.base import (
     load_json,
     register_format,
 )
-from workbench.formats.polygons import UNCOVERED_CLASS
+from workbench.formats.polygons import UNCOVERED_CLASS, quiet_pycocotools
 from workbench.io import write_text
 
 CLS_FILE, DET_FILE, SEG_FILE = "cls.csv", "det.json", "seg.json"
@@ -165,7 +165,8 @@ def _read_seg(path: Path) -> dict[str, np.ndarray]:
             continue
         seen.add((name, c))
         try:
-            binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")}).astype(bool)
+            with quiet_pycocotools():
+                binary = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")}).astype(bool)
         except Exception as e:  # pycocotools raises assorted errors on corrupt RLE
             problems.append(f"{where}: undecodable RLE ({e})")
             continue

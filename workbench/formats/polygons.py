@@ -29,10 +29,17 @@ Pixels no polygon covers get class 0 (`UNCOVERED_CLASS`).
 
 The writer also lists classes by decreasing total outline area, so a reader that simply paints
 classes in file order ("larger classes first") gets nested regions mostly right too.
+
+Caveat: all of this assumes the scorer rasterises like pycocotools. A scorer using cv2.fillPoly
+(integer vertices, boundary pixels included) grows each edge-following region by one pixel on its
+right and bottom: on 20 synthetic 96x128 scenes the mIoU read back that way is about 0.90, while
+pixel-centre polygons (raw findContours output) would score about 0.995 there.
 """
 from __future__ import annotations
 
 import math
+import warnings
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -41,6 +48,15 @@ from pycocotools import mask as mask_utils
 from workbench.metrics.seg import confusion_matrix, mean_iou
 
 UNCOVERED_CLASS = 0  # class of pixels no polygon covers when reading
+
+
+@contextmanager
+def quiet_pycocotools():
+    """Silence the DeprecationWarning pycocotools 2.0.11's decode raises under NumPy 2 (harmless today)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        yield
 
 
 def _trace_outlines(binary: np.ndarray) -> list[np.ndarray]:
@@ -133,27 +149,35 @@ def polygons_to_mask(polygons: dict, height: int, width: int) -> np.ndarray:
             list of at least 6 finite numbers (the message names the class and polygon index).
     """
     pieces = []
-    for key, polys in polygons.items():
-        try:
-            c = int(key)
-        except (TypeError, ValueError):
-            raise ValueError(f"class id {key!r} is not an integer") from None
-        if not 0 <= c <= 255 or str(c) != str(key).strip():
-            raise ValueError(f"class id {key!r} is not an integer in 0..255")
-        if not isinstance(polys, list):
-            raise ValueError(f"class {c}: expected a list of polygons")
-        for i, poly in enumerate(polys):
-            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                               for v in poly)):
-                raise ValueError(f"class {c}: polygon {i} is not a flat list of >= 3 finite x, y pairs")
-            piece = _rasterise([float(v) for v in poly], height, width)
-            if piece is not None:
-                pieces.append((-int(piece[2].sum()), c, len(pieces), piece))
+    with quiet_pycocotools():
+        for key, polys in polygons.items():
+            pieces += _rasterise_class(key, polys, height, width, len(pieces))
     out = np.full((height, width), UNCOVERED_CLASS, dtype=np.uint8)
     for _, c, _, (y0, x0, box) in sorted(pieces, key=lambda t: t[:3]):
         out[y0:y0 + box.shape[0], x0:x0 + box.shape[1]][box] = c
     return out
+
+
+def _rasterise_class(key, polys, height: int, width: int, start: int) -> list[tuple]:
+    """Check and rasterise the polygons of one class: [(-area, class, order, (row0, col0, box))]."""
+    try:
+        c = int(key)
+    except (TypeError, ValueError):
+        raise ValueError(f"class id {key!r} is not an integer") from None
+    if not 0 <= c <= 255 or str(c) != str(key).strip():
+        raise ValueError(f"class id {key!r} is not an integer in 0..255")
+    if not isinstance(polys, list):
+        raise ValueError(f"class {c}: expected a list of polygons")
+    pieces = []
+    for i, poly in enumerate(polys):
+        if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in poly)):
+            raise ValueError(f"class {c}: polygon {i} is not a flat list of >= 3 finite x, y pairs")
+        piece = _rasterise([float(v) for v in poly], height, width)
+        if piece is not None:
+            pieces.append((-int(piece[2].sum()), c, start + len(pieces), piece))
+    return pieces
 
 
 def polygon_roundtrip_miou(masks: dict[str, np.ndarray], num_classes: int) -> float:

@@ -1,0 +1,40 @@
+# make submit: set up .venv, make the built-in synthetic data set, train two small joint runs,
+#              predict, blend, write and score submissions (each member and the blend).
+# make test:   set up .venv if needed, run the tests.
+PYTHON ?= python3
+VENV := .venv
+WB := $(VENV)/bin/wb
+SYNTH := data/synth
+DATA := $(SYNTH)/dataset.yaml
+# Each run trains EPOCHS epochs; sizes per task (multiples of 32).
+EPOCHS ?= 12
+SIZES ?= cls=32,det=128,seg=128
+TRAIN = $(WB) train joint --data $(DATA) --epochs $(EPOCHS) --img-size $(SIZES) --overwrite
+
+.PHONY: submit test venv data clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+data: $(DATA)
+
+$(DATA): $(VENV)/.installed workbench/data/synth.py
+	$(WB) data synth $(SYNTH) --seed 0
+
+submit: $(VENV)/.installed $(DATA)
+	$(TRAIN) --backbone resnet10t --name synth-resnet10t
+	$(TRAIN) --backbone convnext_atto --name synth-convnext_atto
+	$(WB) submit synth-resnet10t --data $(DATA) --name synth-resnet10t
+	$(WB) submit synth-convnext_atto --data $(DATA) --name synth-convnext_atto
+	$(WB) submit synth-resnet10t synth-convnext_atto --data $(DATA) --name synth-blend
+	$(WB) score submissions/synth-resnet10t submissions/synth-convnext_atto submissions/synth-blend --data $(DATA)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(SYNTH) runs/synth-* submissions/synth-*

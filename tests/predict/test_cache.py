@@ -1,0 +1,86 @@
+"""Tests of workbench/predict: the prediction cache is reused only when everything matches."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+import workbench.predict as predict_stage
+from workbench.data.spec import DatasetSpec
+from workbench.metrics.scoring import score, split_ground_truth
+from workbench.predict import PredictConfig, predict_run
+from workbench.predictions import to_submission
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run (tests here change its weights and cache)."""
+    dst = tmp_path / "runs" / tiny_run.name
+    shutil.copytree(tiny_run, dst, ignore=shutil.ignore_patterns("preds"))
+    return dst
+
+
+def forbid_model(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("the model was loaded although the cache entry was valid")
+    monkeypatch.setattr(predict_stage, "load_model", fail)
+
+
+def test_second_predict_reuses_the_cache(run_copy, tiny_data, monkeypatch):
+    preds, folder, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert not reused and folder == run_copy / "preds" / "val" / "none"
+    meta = json.loads((folder / "meta.json").read_text())
+    spec = DatasetSpec(tiny_data)
+    assert meta["split"] == "val" and meta["tta"] == "none"
+    assert meta["images"]["cls"] == [s.name for s in spec.cls_samples("val")]
+    forbid_model(monkeypatch)
+    again, _, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert reused
+    assert again.cls.keys() == preds.cls.keys()
+    for name in preds.seg:
+        np.testing.assert_array_equal(again.seg[name], preds.seg[name])
+
+
+def test_cached_val_scores_equal_the_runs_validation(run_copy, tiny_data):
+    """Training's validation and `wb predict` share one code path: the same numbers."""
+    preds, _, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    spec = DatasetSpec(tiny_data)
+    metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"))
+    best = json.loads((run_copy / "run.json").read_text())["best"]
+    for key in ("cls_top1", "det_map50", "seg_miou", "score"):
+        assert metrics[key] == pytest.approx(best[key], abs=1e-4), key
+
+
+def test_new_checkpoint_invalidates_the_entry(run_copy, tiny_data):
+    predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    weights = run_copy / "model.safetensors"
+    state = load_file(str(weights))
+    key = next(k for k in state if k.startswith("heads.cls.fc.weight"))
+    state[key] = state[key] + 1.0
+    save_file(state, str(weights))
+    _, _, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert not reused
+
+
+def test_changed_data_invalidates_the_entry(run_copy, tiny_data, tmp_path):
+    data_copy = tmp_path / "data"
+    shutil.copytree(tiny_data.parent, data_copy)
+    yaml_copy = data_copy / "dataset.yaml"
+    predict_run(PredictConfig(str(run_copy), str(yaml_copy), "val", "cpu"), progress=False)
+    victim = sorted((data_copy / "cls" / "val").rglob("*.jpg"))[0]
+    victim.unlink()
+    preds, _, reused = predict_run(PredictConfig(str(run_copy), str(yaml_copy), "val", "cpu"), progress=False)
+    assert not reused and victim.name not in preds.cls
+
+
+def test_interrupted_predict_leaves_no_entry(run_copy, tiny_data, monkeypatch):
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(predict_stage, "predict_all", crash)
+    with pytest.raises(KeyboardInterrupt):
+        predict_run(PredictConfig(str(run_copy), str(tiny_data), "test", "cpu"), progress=False)
+    assert not (run_copy / "preds" / "test" / "none").exists()
+    assert not [p for p in (run_copy / "preds").rglob("*") if p.name.endswith(".tmp")] if (run_copy / "preds").exists() else True
