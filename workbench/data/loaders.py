@@ -101,7 +101,7 @@ class SegDataset(Dataset):
     def __init__(self, samples: Sequence[SegSample], size: int, ignore_index: int = 255,
                  train: bool = False, seed: int = 0):
         self.samples, self.size, self.train, self.ignore_index = list(samples), size, train, ignore_index
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
         self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ def fuse_probs(probs: Sequence[np.ndarray], weights: Sequence[float] | None = No
     w = np.ones(len(probs)) if weights is None else np.asarray(weights, np.float64)
     if len(w) != len(probs) or len(probs) == 0:
         raise ValueError(f"need one weight per member, got {len(w)} weights for {len(probs)} members")
-    if (w < 0).any() or w.sum() <= 0:
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"weights must be non-negative with a positive sum, got {w.tolist()}")
     w = w / w.sum()
     return sum(wi * np.asarray(p, np.float64) for wi, p in zip(w, probs)).astype(np.float32)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-from ensemble_boxes import nms, soft_nms, weighted_boxes_fusion
+from ensemble_boxes import nms, weighted_boxes_fusion
+from ensemble_boxes.ensemble_boxes_nms import cpu_soft_nms_float
 
 from workbench.predictions import DetBoxes
 
@@ -42,8 +43,21 @@ def _nms(boxes, scores, labels, weights, iou_thr, skip_box_thr):
 
 @register_fusion("soft-nms")
 def _soft_nms(boxes, scores, labels, weights, iou_thr, skip_box_thr):
-    return soft_nms(boxes, [s.copy() for s in scores], labels, weights=weights, iou_thr=iou_thr,
-                    sigma=0.5, thresh=max(skip_box_thr, 1e-3))
+    # ensemble-boxes' soft_nms() returns the kept boxes' undecayed scores (its kernel decays a copy):
+    # run that kernel per class on our own score array, which it decays and reorders in place.
+    w = np.asarray(weights, np.float64)
+    boxes = np.concatenate(boxes).astype(np.float64)
+    scores = np.concatenate([np.asarray(s, np.float64) * wi / w.sum() for s, wi in zip(scores, w)])
+    labels = np.concatenate(labels)
+    thresh = max(skip_box_thr, 1e-3)
+    out_boxes, out_scores, out_labels = [np.zeros((0, 4))], [np.zeros(0)], [np.zeros(0, np.int64)]
+    for lab in np.unique(labels):
+        b, s = boxes[labels == lab], scores[labels == lab].copy()
+        keep = cpu_soft_nms_float(b.copy(), s, Nt=iou_thr, sigma=0.5, thresh=thresh, method=2)
+        out_boxes.append(b[keep])
+        out_scores.append(s[s > thresh])  # s is now sorted like `keep` and decayed
+        out_labels.append(np.full(len(keep), lab, np.int64))
+    return np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels)
 
 
 def sanitise(d: DetBoxes) -> DetBoxes:
@@ -59,6 +73,12 @@ def sanitise(d: DetBoxes) -> DetBoxes:
     scores, labels = np.clip(scores[ok], 0.0, 1.0), labels[ok]
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return DetBoxes(boxes[ok], scores[ok], labels[ok])
+
+
+def _above(d: DetBoxes, thr: float) -> DetBoxes:
+    """The boxes scoring at least thr (WBF's own test; NMS and the lone-member path have none)."""
+    ok = d.scores >= thr
+    return DetBoxes(d.boxes[ok], d.scores[ok], d.labels[ok])
 
 
 def fuse_boxes(members: Sequence[DetBoxes], weights: Sequence[float] | None = None, method: str = "wbf",
@@ -79,17 +99,20 @@ def fuse_boxes(members: Sequence[DetBoxes], weights: Sequence[float] | None = No
     w = [1.0] * len(members) if weights is None else [float(x) for x in weights]
     if len(w) != len(members):
         raise ValueError(f"need one weight per member, got {len(w)} for {len(members)} members")
-    kept = [(sanitise(m), wi) for m, wi in zip(members, w) if wi > 0]
+    if not all(np.isfinite(wi) and wi >= 0 for wi in w):
+        raise ValueError(f"weights must be finite and non-negative, got {w}")
+    kept = [(_above(sanitise(m), skip_box_thr), wi) for m, wi in zip(members, w) if wi > 0]
     if not any(len(m.scores) for m, _ in kept):
         return DetBoxes.empty()
     if len(kept) == 1:  # a lone member: fusion would only merge its own overlapping boxes
-        return kept[0][0]
-    if method != "wbf":  # (ensemble-boxes' NMS raises on an empty member; WBF needs them to down-weight
-        kept = [(m, wi) for m, wi in kept if len(m.scores)]  # boxes that only some members found)
-    boxes, scores, labels = FUSIONS[method]([m.boxes for m, _ in kept], [m.scores for m, _ in kept],
-                                            [m.labels for m, _ in kept], [wi for _, wi in kept],
-                                            iou_thr, skip_box_thr)
-    out = sanitise(DetBoxes(np.asarray(boxes, np.float32), np.asarray(scores, np.float32),
-                            np.asarray(labels).astype(np.int64)))
+        out = kept[0][0]
+    else:
+        if method != "wbf":  # (ensemble-boxes' NMS raises on an empty member; WBF needs them to down-weight
+            kept = [(m, wi) for m, wi in kept if len(m.scores)]  # boxes that only some members found)
+        boxes, scores, labels = FUSIONS[method]([m.boxes for m, _ in kept], [m.scores for m, _ in kept],
+                                                [m.labels for m, _ in kept], [wi for _, wi in kept],
+                                                iou_thr, skip_box_thr)
+        out = sanitise(DetBoxes(np.asarray(boxes, np.float32), np.asarray(scores, np.float32),
+                                np.asarray(labels).astype(np.int64)))
     order = np.argsort(-out.scores, kind="stable")
     return DetBoxes(out.boxes[order], out.scores[order], out.labels[order])

@@ -1,6 +1,7 @@
 """Neck and task heads, each sized from the backbone's `feature_info` alone."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -10,8 +11,8 @@ from torch import nn
 
 def conv_gn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
     """Conv k x k + GroupNorm + ReLU (GroupNorm: batch-size independent, good for small batches)."""
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
-                         nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),  # gcd: groups must divide cout
+                         nn.GroupNorm(math.gcd(min(8, cout), cout), cout), nn.ReLU(inplace=True))
 
 
 class FPN(nn.Module):

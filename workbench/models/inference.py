@@ -76,15 +76,12 @@ def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: in
         logits = model(images.to(device), tasks=("seg",))["seg"].float()
         logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
         for lg in logits:
-            s = dataset.samples[i]
+            name, hw = dataset.samples[i].name, dataset.image_size(i)
             i += 1
-            with_image = dataset.image_size(i - 1)
-            box = Letterbox(*with_image, size)
-            h, w = box.inner
-            out = F.interpolate(lg[None, :, :h, :w], size=reduced_size(with_image), mode="bilinear",
-                                align_corners=False)[0]
-            preds.seg[s.name] = out.cpu().numpy().astype(np.float16)
-            preds.sizes["seg"][s.name] = with_image
+            h, w = Letterbox(*hw, size).inner  # drop the padding, then resize to 1/4 of the original
+            out = F.interpolate(lg[None, :, :h, :w], size=reduced_size(hw), mode="bilinear", align_corners=False)[0]
+            preds.seg[name] = out.cpu().numpy().astype(np.float16)
+            preds.sizes["seg"][name] = hw
     return preds
 
 

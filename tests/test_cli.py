@@ -1,0 +1,63 @@
+"""End to end through the command line: synth -> train -> predict -> submit -> score, and errors."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from workbench.cli import main, parse_per_task
+
+
+def invoke(args):
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    invoke(["data", "synth", "data", "--size", "tiny", "--seed", "3"])
+    out = invoke(["data", "check", "data/dataset.yaml"])
+    assert "no problems" in out
+    train = ["train", "joint", "--data", "data/dataset.yaml", "--epochs", "1", "--steps-per-epoch", "1",
+             "--img-size", "cls=32,det=64,seg=64", "--batch-size", "4", "--device", "cpu"]
+    invoke(train + ["--backbone", "resnet10t", "--name", "a"])
+    invoke(train + ["--backbone", "convnext_atto", "--name", "b"])
+    assert "wrote runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
+    assert "reused runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
+    out = invoke(["submit", "a", "b", "--data", "data/dataset.yaml", "--name", "ab", "--device", "cpu"])
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["a", "b", "blend"]
+    assert (tmp_path / "submissions" / "ab" / "ab.zip").is_file()
+    scores = json.loads(invoke(["score", "submissions/ab", "--data", "data/dataset.yaml", "--json"]))
+    assert set(scores) == {"cls_top1", "det_map50", "seg_miou", "score"}
+    mean = (scores["cls_top1"] + scores["det_map50"] + scores["seg_miou"]) / 3
+    assert scores["score"] == pytest.approx(mean, abs=1e-5)
+
+
+def test_errors_are_one_line_and_name_the_file(tmp_path):
+    missing = tmp_path / "nope" / "dataset.yaml"
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "train", "joint", "--data", str(missing),
+                           "--backbone", "resnet10t"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"error: {missing}: dataset file not found"
+
+
+def test_data_check_fails_on_a_broken_data_set(tiny_data, tmp_path):
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_data.parent, root)
+    victim = sorted((root / "seg" / "images" / "train").iterdir())[0]
+    victim.unlink()
+    result = CliRunner().invoke(main, ["data", "check", str(root / "dataset.yaml")])
+    assert result.exit_code == 1
+    assert f"seg/masks/train/{victim.stem}.png" in result.output
+
+
+def test_parse_per_task():
+    default = {"cls": 1, "det": 2, "seg": 3}
+    assert parse_per_task(None, default, "--x") == default
+    assert parse_per_task("64", default, "--x") == {"cls": 64, "det": 64, "seg": 64}
+    assert parse_per_task("det=320,seg=256", default, "--x") == {"cls": 1, "det": 320, "seg": 256}
