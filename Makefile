@@ -27,11 +27,11 @@ $(DATA): $(VENV)/.installed workbench/data/synth.py
 
 submit: $(VENV)/.installed $(DATA)
 	$(TRAIN) --backbone resnet10t --name synth-resnet10t
-	$(TRAIN) --backbone convnext_atto --name synth-convnext_atto
+	$(TRAIN) --backbone resnet14t --name synth-resnet14t
 	$(WB) submit synth-resnet10t --data $(DATA) --name synth-resnet10t
-	$(WB) submit synth-convnext_atto --data $(DATA) --name synth-convnext_atto
-	$(WB) submit synth-resnet10t synth-convnext_atto --data $(DATA) --name synth-blend
-	$(WB) score submissions/synth-resnet10t submissions/synth-convnext_atto submissions/synth-blend --data $(DATA)
+	$(WB) submit synth-resnet14t --data $(DATA) --name synth-resnet14t
+	$(WB) submit synth-resnet10t synth-resnet14t --data $(DATA) --name synth-blend
+	$(WB) score submissions/synth-resnet10t submissions/synth-resnet14t submissions/synth-blend --data $(DATA)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
