@@ -31,6 +31,21 @@ def parse_per_task(value: str | None, default: dict[str, int], option: str) -> d
     return out
 
 
+def parse_norm(value: str | None) -> dict:
+    """'0.5,0.5' -> mean (0.5,)*3 and std (0.5,)*3; six numbers give per-channel mean then std."""
+    if not value:
+        return {}
+    try:
+        numbers = [float(x) for x in value.split(",")]
+    except ValueError:
+        numbers = []
+    if len(numbers) == 2:
+        return {"mean": (numbers[0],) * 3, "std": (numbers[1],) * 3}
+    if len(numbers) == 6:
+        return {"mean": tuple(numbers[:3]), "std": tuple(numbers[3:])}
+    raise click.BadParameter(f"{value!r}: expected MEAN,STD or six numbers", param_hint="--norm")
+
+
 def format_table(rows: list[tuple[str, dict]], first: str = "") -> str:
     """Rows of (label, metrics) as an aligned text table with Top-1, mAP50, mIoU and score columns."""
     width = max([len(first)] + [len(label) for label, _ in rows])
@@ -88,19 +103,21 @@ def train():
 @click.option("--batch-size", help="Batch size: N for every task, or cls=N,det=N,seg=N.")
 @click.option("--lr", default=2e-3, show_default=True)
 @click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
+@click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5 (default: timm's for the backbone).")
 @click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: the largest task's batches).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ...")
 @click.option("--name", help="Run id (default: joint-<backbone>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name.")
-def train_joint_cmd(data_path, backbone, epochs, img_size, batch_size, lr, pretrained, steps_per_epoch, seed,
+def train_joint_cmd(data_path, backbone, epochs, img_size, batch_size, lr, pretrained, norm, steps_per_epoch, seed,
                     device, name, overwrite):
     """Train all three tasks on one backbone: each step takes a batch of every task."""
     from workbench.train.joint import DEFAULT_BATCH, DEFAULT_SIZES, TrainConfig, train_joint
     config = TrainConfig(data=data_path, backbone=backbone, epochs=epochs,
                          img_size=parse_per_task(img_size, DEFAULT_SIZES, "--img-size"),
                          batch_size=parse_per_task(batch_size, DEFAULT_BATCH, "--batch-size"), lr=lr,
-                         pretrained=pretrained, steps_per_epoch=steps_per_epoch, seed=seed, device=device, name=name)
+                         pretrained=pretrained, steps_per_epoch=steps_per_epoch, seed=seed, device=device, name=name,
+                         **parse_norm(norm))
     run_dir = train_joint(config, overwrite=overwrite)
     info = json.loads((run_dir / "run.json").read_text())
     click.echo(f"run {run_dir} ({info['wall_time_s']} s); best epoch {info['best']['epoch']} on val:")
@@ -112,14 +129,25 @@ def train_joint_cmd(data_path, backbone, epochs, img_size, batch_size, lr, pretr
 @click.argument("run")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@click.option("--tta", default="none", show_default=True,
+              help="TTA spec, e.g. 'hflip@det+seg,scales=0.75:1:1.25,tencrop' or a preset: flip, ms, flip-ms, tencrop.")
+@click.option("--compare-tta", is_flag=True, help="Print val metrics of each view alone and of the fused views.")
+@click.option("--batch-size", default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def predict_cmd(run, data_path, split, device):
-    """Predict RUN on a split (cached in runs/<run>/preds/<split>/none/); prints val metrics."""
+def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
+    """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints val metrics."""
     from workbench.data.spec import DatasetSpec
     from workbench.metrics.scoring import score, split_ground_truth
-    from workbench.predict import PredictConfig, predict_run
+    from workbench.predict import PredictConfig, compare_tta as compare, predict_run
     from workbench.predictions import to_submission
-    preds, folder, reused = predict_run(PredictConfig(run, data_path, split, device))
+    config = PredictConfig(run, data_path, split, device, batch_size, tta)
+    if compare_tta:
+        rows = compare(config)
+        click.echo(format_table(rows, "view"))
+        click.echo("ms per image: " + "; ".join(f"{label}: " + ", ".join(f"{t} {m[f'{t}_ms']:.1f}" for t in TASKS)
+                                                  for label, m in rows))
+        return
+    preds, folder, reused = predict_run(config)
     click.echo(f"{'reused' if reused else 'wrote'} {folder}")
     if split == "val":
         spec = DatasetSpec(data_path)

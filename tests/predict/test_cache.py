@@ -84,3 +84,37 @@ def test_interrupted_predict_leaves_no_entry(run_copy, tiny_data, monkeypatch):
         predict_run(PredictConfig(str(run_copy), str(tiny_data), "test", "cpu"), progress=False)
     assert not (run_copy / "preds" / "test" / "none").exists()
     assert not [p for p in (run_copy / "preds").rglob("*") if p.name.endswith(".tmp")] if (run_copy / "preds").exists() else True
+
+
+def test_tta_spec_names_its_own_entry(run_copy, tiny_data, monkeypatch):
+    config = PredictConfig(str(run_copy), str(tiny_data), "val", "cpu", tta="hflip@det+seg,scales=1:1.25")
+    preds, folder, reused = predict_run(config, progress=False)
+    assert not reused and folder.name == "cls-s1-1.25__det-hflip_s1-1.25__seg-hflip_s1-1.25"
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["views"]["det"] == ["id", "hflip", "s1.25", "s1.25+hflip"]
+    assert meta["views"]["cls"] == ["id", "s1.25"]
+    plain, plain_folder, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert plain_folder.name == "none" and plain_folder != folder
+    forbid_model(monkeypatch)
+    _, _, reused = predict_run(config, progress=False)
+    assert reused
+
+
+def test_identity_views_reproduce_plain_prediction(run_copy, tiny_data):
+    """Fusing two identical views must give back the single view (mean of equal inputs)."""
+    plain, _, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    doubled, _, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu", tta="scales=1:1"),
+                                progress=False)
+    for name in plain.cls:
+        np.testing.assert_allclose(doubled.cls[name], plain.cls[name], atol=1e-6)
+    for name in plain.seg:
+        np.testing.assert_array_equal(doubled.seg[name].astype(np.float32).argmax(0),
+                                      plain.seg[name].astype(np.float32).argmax(0))
+
+
+def test_compare_tta_rows(run_copy, tiny_data):
+    rows = dict(predict_stage.compare_tta(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu", tta="hflip@det+seg"),
+                                          progress=False))
+    assert set(rows) == {"id", "hflip", "fused (cls-none__det-hflip__seg-hflip)"}
+    assert set(rows["hflip"]) >= {"det_map50", "seg_miou"} and "cls_top1" not in rows["hflip"]
+    assert set(rows["id"]) >= {"cls_top1", "det_map50", "seg_miou"}

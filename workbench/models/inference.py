@@ -1,107 +1,155 @@
-"""Run a model over a split and return Predictions in original image coordinates.
+"""Run a model over a split, under one or more TTA views, and return Predictions per view in
+original image coordinates.
 
 Training's validation and `wb predict` both go through these functions, so the numbers a run
-reports for val are the numbers its cached predictions give.
+reports for val are the numbers its cached predictions give. Views whose augmented batches have
+the same size run in one batched forward; every view is undone before anything leaves here.
 """
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
-from workbench.data.spec import DetSample
 from workbench.data.transforms import Letterbox
 from workbench.models.losses import decode_detections
 from workbench.predictions import DetBoxes, Predictions, reduced_size
+from workbench.tta.views import View
+
+IDENTITY = (View(),)
 
 
 def _loader(dataset, batch_size: int, collate=None) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
 
 
+def _bar(loader, desc: str, progress: bool):
+    return tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
+
+
+def run_views(model, images: torch.Tensor, views: Sequence[View], task: str) -> list:
+    """Forward a batch under every view, batching views whose augmented inputs share a size.
+
+    Returns:
+        One raw model output per view (for det a dict of maps), in the order of `views`.
+    """
+    size = tuple(images.shape[-2:])
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, v in enumerate(views):
+        groups[v.output_size(size)].append(i)
+    outputs: list = [None] * len(views)
+    for members in groups.values():
+        augmented = [views[i].augment(images) for i in members]
+        out = model(torch.cat(augmented), tasks=(task,))[task]
+        start = 0
+        for i, a in zip(members, augmented):
+            part = slice(start, start + len(a))
+            outputs[i] = {k: v[part] for k, v in out.items()} if isinstance(out, dict) else out[part]
+            start += len(a)
+    return outputs
+
+
 @torch.no_grad()
 def predict_cls(model, dataset: ClsDataset, device: torch.device, batch_size: int = 64,
-                progress: bool = False) -> Predictions:
-    """Class probabilities (softmax) of every image of a ClsDataset."""
+                progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
+    """Class probabilities (softmax; crops averaged) of every image, one Predictions per view."""
     model.eval()
-    probs = []
-    for images, _ in tqdm(_loader(dataset, batch_size), desc="predict cls", disable=None if progress else True, leave=False):
-        probs.append(torch.softmax(model(images.to(device), tasks=("cls",))["cls"].float(), 1).cpu())
-    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32)
-    preds = Predictions()
-    for s, p in zip(dataset.samples, probs):
-        preds.cls[s.name] = p
-    return preds
+    per_view: list[list[torch.Tensor]] = [[] for _ in views]
+    for images, _ in _bar(_loader(dataset, batch_size), "predict cls", progress):
+        images = images.to(device).float() / 255.0
+        for i, (v, out) in enumerate(zip(views, run_views(model, images, views, "cls"))):
+            per_view[i].append(v.undo_cls(torch.softmax(out.float(), 1), len(images)).cpu())
+    result = []
+    for chunks in per_view:
+        preds = Predictions()
+        probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
+        preds.cls = {s.name: p for s, p in zip(dataset.samples, probs)}
+        result.append(preds)
+    return result
 
 
 @torch.no_grad()
 def predict_det(model, dataset: DetDataset, category_ids: Sequence[int], device: torch.device,
-                batch_size: int = 16, progress: bool = False) -> Predictions:
-    """Boxes of every image of a DetDataset, normalised xyxy of the original image, COCO category ids."""
+                batch_size: int = 16, progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
+    """Boxes of every image (normalised xyxy of the original image, COCO category ids), per view."""
     model.eval()
     cat = np.asarray(category_ids, np.int64)
-    preds = Predictions()
-    samples: list[DetSample] = dataset.samples
+    result = [Predictions() for _ in views]
+    size = (dataset.size, dataset.size)
     i = 0
-    for images, _, _ in tqdm(_loader(dataset, batch_size, collate_det), desc="predict det",
-                             disable=None if progress else True, leave=False):
-        for det in decode_detections(model(images.to(device), tasks=("det",))["det"]):
-            s = samples[i]
-            i += 1
+    for images, _, _ in _bar(_loader(dataset, batch_size, collate_det), "predict det", progress):
+        images = images.to(device).float() / 255.0
+        decoded = [decode_detections(out) for out in run_views(model, images, views, "det")]
+        for b in range(len(images)):
+            s = dataset.samples[i + b]
             scale = Letterbox(s.height, s.width, dataset.size).scale
-            boxes = det["boxes"].cpu().numpy() / scale
-            boxes = np.clip(boxes / np.array([s.width, s.height, s.width, s.height], np.float32), 0, 1)
-            keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            preds.det[s.name] = DetBoxes(boxes[keep].astype(np.float32), det["scores"].cpu().numpy()[keep],
-                                         cat[det["labels"].cpu().numpy()[keep]])
-            preds.sizes["det"][s.name] = (s.height, s.width)
-    return preds
+            norm = np.array([s.width, s.height, s.width, s.height], np.float32) * scale
+            for preds, v, dets in zip(result, views, decoded):
+                det = dets[b]
+                boxes = np.clip(v.undo_boxes(det["boxes"], size).cpu().numpy() / norm, 0, 1)
+                keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                preds.det[s.name] = DetBoxes(boxes[keep].astype(np.float32), det["scores"].cpu().numpy()[keep],
+                                             cat[det["labels"].cpu().numpy()[keep]])
+                preds.sizes["det"][s.name] = (s.height, s.width)
+        i += len(images)
+    return result
 
 
 @torch.no_grad()
 def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: int = 8,
-                progress: bool = False) -> Predictions:
-    """Segmentation logits of every image of a SegDataset, float16 at 1/4 of the original size."""
+                progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
+    """Segmentation logits of every image, float16 at 1/4 of the original size, per view."""
     model.eval()
-    preds = Predictions()
+    result = [Predictions() for _ in views]
+    size = (dataset.size, dataset.size)
     i = 0
-    size = dataset.size
-    for images, _ in tqdm(_loader(dataset, batch_size), desc="predict seg", disable=None if progress else True, leave=False):
-        logits = model(images.to(device), tasks=("seg",))["seg"].float()
-        logits = F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
-        for lg in logits:
-            name, hw = dataset.samples[i].name, dataset.image_size(i)
-            i += 1
-            h, w = Letterbox(*hw, size).inner  # drop the padding, then resize to 1/4 of the original
-            out = F.interpolate(lg[None, :, :h, :w], size=reduced_size(hw), mode="bilinear", align_corners=False)[0]
-            preds.seg[name] = out.cpu().numpy().astype(np.float16)
-            preds.sizes["seg"][name] = hw
-    return preds
+    for images, _ in _bar(_loader(dataset, batch_size), "predict seg", progress):
+        images = images.to(device).float() / 255.0
+        outs = [v.undo_seg(out.float(), size) for v, out in zip(views, run_views(model, images, views, "seg"))]
+        for b in range(len(images)):
+            name, hw = dataset.samples[i + b].name, dataset.image_size(i + b)
+            h, w = Letterbox(*hw, dataset.size).inner  # drop the padding, then resize to 1/4 of the original
+            for preds, logits in zip(result, outs):
+                out = torch.nn.functional.interpolate(logits[b:b + 1, :, :h, :w], size=reduced_size(hw),
+                                                      mode="bilinear", align_corners=False)[0]
+                preds.seg[name] = out.cpu().numpy().astype(np.float16)
+                preds.sizes["seg"][name] = hw
+        i += len(images)
+    return result
 
 
-def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torch.device,
-                batch_size: int = 16, progress: bool = False) -> tuple[Predictions, dict[str, float]]:
+def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torch.device, batch_size: int = 16,
+                progress: bool = False, views: dict[str, Sequence[View]] | None = None
+                ) -> tuple[dict[str, list[Predictions]], dict[str, float]]:
     """Predictions of all three tasks for a split's datasets {"cls", "det", "seg"}.
 
+    Args:
+        views: task -> its TTA views (default: identity only).
     Returns:
-        (predictions, seconds spent per task {"cls_s", "det_s", "seg_s"}).
+        (task -> one Predictions per view, seconds spent per task {"cls_s", "det_s", "seg_s"}).
     """
-    preds, timings = Predictions(), {}
-    t = time.perf_counter()
-    preds.cls = predict_cls(model, datasets["cls"], device, batch_size, progress).cls
-    timings["cls_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    part = predict_det(model, datasets["det"], category_ids, device, batch_size, progress)
-    preds.det, preds.sizes["det"] = part.det, part.sizes["det"]
-    timings["det_s"] = round(time.perf_counter() - t, 3)
-    t = time.perf_counter()
-    part = predict_seg(model, datasets["seg"], device, batch_size, progress)
-    preds.seg, preds.sizes["seg"] = part.seg, part.sizes["seg"]
-    timings["seg_s"] = round(time.perf_counter() - t, 3)
-    return preds, timings
+    views = views or {}
+    out, timings = {}, {}
+    for task in ("cls", "det", "seg"):
+        t = time.perf_counter()
+        v = tuple(views.get(task, IDENTITY))
+        if task == "cls":
+            out[task] = predict_cls(model, datasets["cls"], device, batch_size, progress, v)
+        elif task == "det":
+            out[task] = predict_det(model, datasets["det"], category_ids, device, batch_size, progress, v)
+        else:
+            out[task] = predict_seg(model, datasets["seg"], device, batch_size, progress, v)
+        timings[f"{task}_s"] = round(time.perf_counter() - t, 3)
+    return out, timings
+
+
+def merge_tasks(cls: Predictions, det: Predictions, seg: Predictions) -> Predictions:
+    """One Predictions holding each task's part of three."""
+    return Predictions(cls=cls.cls, det=det.det, seg=seg.seg,
+                       sizes={"cls": cls.sizes["cls"], "det": det.sizes["det"], "seg": seg.sizes["seg"]})

@@ -1,7 +1,10 @@
-"""Predict stage: a run's predictions on a split, cached in `runs/<run>/preds/<split>/<tta>/`.
+"""Predict stage: a run's predictions on a split under a TTA spec, cached in
+`runs/<run>/preds/<split>/<tta-key>/`.
 
 An entry is written to a temporary folder and renamed when complete, and is reused only when its
-`meta.json` matches the checkpoint hash, split, TTA key and data fingerprint of the request.
+`meta.json` matches the checkpoint hash, split, TTA key and data fingerprint of the request. The
+views of one task are fused like ensemble members (mean probabilities, weighted boxes fusion, mean
+segmentation probabilities) before the entry is written.
 """
 from __future__ import annotations
 
@@ -9,27 +12,29 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.data.loaders import build_datasets
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.errors import RunError
+from workbench.fuse import blend
 from workbench.io import atomic_dir, read_json, write_json
-from workbench.data.loaders import build_datasets
-from workbench.models.inference import predict_all
+from workbench.metrics.scoring import METRICS, score, split_ground_truth
+from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.model import resolve_device
-from workbench.predictions import Predictions
+from workbench.predictions import Predictions, to_submission
 from workbench.runs import Run, load_model, open_run
-
-NO_TTA = "none"
+from workbench.tta.spec import TTASpec, parse_tta
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """What to predict: a run, a data set and a split (val or test)."""
+    """What to predict: a run, a data set, a split (train, val or test) and a TTA spec."""
 
     run: str
     data: str
     split: str = "val"
     device: str = "auto"
     batch_size: int = 16
+    tta: str = "none"
 
 
 def data_fingerprint(samples: dict) -> str:
@@ -41,13 +46,13 @@ def data_fingerprint(samples: dict) -> str:
     return h.hexdigest()
 
 
-def cache_dir(run: Run, split: str, tta: str = NO_TTA) -> Path:
-    return run.path / "preds" / split / tta
+def cache_dir(run: Run, split: str, tta_key: str) -> Path:
+    return run.path / "preds" / split / tta_key
 
 
-def load_cached(run: Run, split: str, expect: dict, tta: str = NO_TTA) -> Predictions | None:
+def load_cached(run: Run, split: str, expect: dict) -> Predictions | None:
     """The cached predictions if the entry exists and its meta matches `expect`, else None."""
-    folder = cache_dir(run, split, tta)
+    folder = cache_dir(run, split, expect["tta"])
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         return None
@@ -57,34 +62,89 @@ def load_cached(run: Run, split: str, expect: dict, tta: str = NO_TTA) -> Predic
     return Predictions.load(folder, meta["sizes"])
 
 
-def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictions, Path, bool]:
-    """Predict (or reuse the cache of) one run on one split.
+def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
+    """Fuse each task's views (a single view passes through unchanged)."""
+    fused = {t: (views[0] if len(views) == 1 else blend(views)) for t, views in per_task.items()}
+    return merge_tasks(fused["cls"], fused["det"], fused["seg"])
 
-    Returns:
-        (predictions, cache folder, True if the cache was reused).
-    """
+
+def _prepare(config: PredictConfig):
     if config.split not in ("train", "val", "test"):
         raise RunError(f"unknown split {config.split!r} (train, val or test)")
     run = open_run(config.run)
     spec = DatasetSpec(config.data)
+    tta = parse_tta(config.tta)
     datasets = build_datasets(spec, config.split, run.info["img_size"])
     samples = {t: ds.samples for t, ds in datasets.items()}
-    expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": NO_TTA,
+    expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": tta.key,
               "data": data_fingerprint(samples)}
+    return run, spec, tta, datasets, expect
+
+
+def _views(tta: TTASpec) -> dict:
+    return {t: tta.task(t).views() for t in TASKS}
+
+
+def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictions, Path, bool]:
+    """Predict (or reuse the cache of) one run on one split under one TTA spec.
+
+    Returns:
+        (predictions, cache folder, True if the cache was reused).
+    """
+    run, spec, tta, datasets, expect = _prepare(config)
+    folder = cache_dir(run, config.split, tta.key)
     cached = load_cached(run, config.split, expect)
     if cached is not None:
-        return cached, cache_dir(run, config.split), True
+        return cached, folder, True
 
     device = resolve_device(config.device)
     model = load_model(run, device)
-    preds, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress)
-
-    folder = cache_dir(run, config.split)
+    per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
+                                    _views(tta))
+    preds = fuse_views(per_task)
+    counts = {t: len(ds) for t, ds in datasets.items()}
     with atomic_dir(folder) as tmp:
         preds.save(tmp)
-        write_json(tmp / "meta.json", {**expect, "run": run.id, "data_file": str(spec.path),
-                                       "images": {t: [s.name for s in samples[t]] for t in TASKS},
-                                       "sizes": {t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
-                                       "seg_logits": "float16 at ceil(H/4) x ceil(W/4) of the original image",
-                                       "device": str(device), "timings": timings})
+        write_json(tmp / "meta.json", {
+            **expect, "run": run.id, "data_file": str(spec.path), "tta_spec": config.tta,
+            "views": {t: [v.key for v in vs] for t, vs in _views(tta).items()},
+            "images": {t: [s.name for s in ds.samples] for t, ds in datasets.items()},
+            "sizes": {t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
+            "seg_logits": "float16 at ceil(H/4) x ceil(W/4) of the original image",
+            "device": str(device), "timings": timings,
+            "ms_per_image": {t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in TASKS}})
     return preds, folder, False
+
+
+def compare_tta(config: PredictConfig, progress: bool = True) -> list[tuple[str, dict]]:
+    """Val metrics of each view alone and of the fused views, per task (no cache involved).
+
+    Returns:
+        Rows (label, metrics) where metrics holds the scored tasks' keys ("cls_top1" ...) and
+        "ms_per_image" per task of that row's views.
+    """
+    if config.split == "test":
+        raise RunError("compare-tta scores predictions: use a labelled split (val)")
+    run, spec, tta, datasets, _ = _prepare(config)
+    device = resolve_device(config.device)
+    model = load_model(run, device)
+    views = _views(tta)
+    per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
+                                    views)
+    truth = split_ground_truth(spec, config.split)
+    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+
+    def task_score(task: str, preds: Predictions) -> float:
+        full = merge_tasks(*(preds if t == task else Predictions() for t in TASKS))
+        return score(to_submission(full, classes, k_seg), truth, tasks=(task,))[METRICS[task]]
+
+    rows: dict[str, dict] = {}
+    for task in TASKS:
+        for v, p in zip(views[task], per_task[task]):
+            rows.setdefault(v.key, {})[METRICS[task]] = task_score(task, p)
+        if len(views[task]) > 1:
+            rows.setdefault(f"fused ({tta.key})", {})[METRICS[task]] = task_score(task, blend(per_task[task]))
+    ms = {t: 1000 * timings[f"{t}_s"] / max(1, len(datasets[t])) for t in TASKS}
+    return [(label, {**m, **{f"{t}_ms": ms[t] / len(views[t]) if not label.startswith("fused") else ms[t]
+                             for t in TASKS}}) for label, m in rows.items()]
+

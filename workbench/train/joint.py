@@ -26,7 +26,7 @@ from workbench.data.spec import TASKS, DatasetSpec
 from workbench.errors import RunError
 from workbench.io import write_json, write_text, write_yaml
 from workbench.metrics.scoring import score, split_ground_truth
-from workbench.models.inference import predict_all
+from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss
 from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
 from workbench.predictions import to_submission
@@ -50,6 +50,8 @@ class TrainConfig:
     warmup_steps: int = 50
     neck_channels: int = 64
     pretrained: str | None = None
+    mean: tuple[float, float, float] | None = None  # input normalisation; None: the backbone's pretrained_cfg
+    std: tuple[float, float, float] | None = None
     seed: int = 0
     device: str = "auto"
     steps_per_epoch: int | None = None  # None: the largest task's batches per epoch
@@ -89,7 +91,9 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
     return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
                                       num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
-                                      neck_channels=config.neck_channels, pretrained=config.pretrained))
+                                      neck_channels=config.neck_channels, pretrained=config.pretrained,
+                                      mean=tuple(config.mean) if config.mean else None,
+                                      std=tuple(config.std) if config.std else None))
 
 
 def task_loss(model, task: str, batch, device, ignore_index: int) -> torch.Tensor:
@@ -146,7 +150,8 @@ def train_joint(config: TrainConfig, overwrite: bool = False, progress: bool = T
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, min(config.warmup_steps, total // 5 + 1)))
 
     run_dir = make_run_dir(config, overwrite)
-    cfg = asdict(config)
+    cfg = {**asdict(config), "mean": list(config.mean) if config.mean else None,
+           "std": list(config.std) if config.std else None}
     write_yaml(run_dir / "config.yaml", cfg)
     info = {"run_id": run_dir.name, "kind": "joint", "parents": [], "backbone": config.backbone,
             "data": str(spec.path), "status": "running", "model": model.config.to_dict(),
@@ -170,7 +175,8 @@ def train_joint(config: TrainConfig, overwrite: bool = False, progress: bool = T
             optimizer.step()
             scheduler.step()
             bar.set_postfix({t: f"{sums[t] / (bar.n + 1):.3f}" for t in TASKS})
-        preds, _ = predict_all(model, val_sets, spec.det_category_ids, device)
+        out, _ = predict_all(model, val_sets, spec.det_category_ids, device)
+        preds = merge_tasks(out["cls"][0], out["det"][0], out["seg"][0])
         metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), val_truth)
         row = {"epoch": epoch, **{f"loss_{t}": round(sums[t] / steps, 5) for t in TASKS},
                **{k: round(v, 5) for k, v in metrics.items()}, "lr": scheduler.get_last_lr()[0],
