@@ -155,27 +155,70 @@ def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
         click.echo(format_table([(Path(run).name, metrics)], "val"))
 
 
+# -- ensemble --------------------------------------------------------------------------------
+@main.group()
+def ensemble():
+    """Compare and search blends of members (RUN or RUN@TTA) on validation."""
+
+
+@ensemble.command("search")
+@click.argument("members", nargs=-1, required=True)
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the spec (ensembles/NAME.yaml).")
+@click.option("--rounds", default=10, show_default=True, help="Greedy additions per task (with replacement).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the split of val into search / held-out halves.")
+@click.option("--no-fusion-search", is_flag=True, help="Keep WBF at IoU 0.55 instead of searching the box fusion.")
+@click.option("--device", default="auto", show_default=True)
+def ensemble_search_cmd(members, data_path, out, rounds, seed, no_fusion_search, device):
+    """Choose per-task members, weights and box fusion on val; write an ensemble spec."""
+    from workbench.ensemble.members import parse_member
+    from workbench.ensemble.search import SearchConfig, search_ensemble
+    spec = search_ensemble(SearchConfig(tuple(parse_member(m) for m in members), data_path, "val", rounds, seed,
+                                        not no_fusion_search, device), progress=True)
+    spec.save(out)
+    for task, tb in spec.tasks.items():
+        blend = " + ".join(f"{w:g} x {m.label}" for m, w in zip(tb.members, tb.weights))
+        extra = f"  [{tb.fusion.det_method}, iou {tb.fusion.iou_thr}, skip {tb.fusion.skip_box_thr}]" if task == "det" else ""
+        click.echo(f"{task}: {blend}{extra}")
+    click.echo("search half / held-out half (best member -> blend):")
+    for task, h in spec.info["halves"].items():
+        click.echo(f"  {task}: {h['member_search']:.4f} -> {h['blend_search']:.4f}   |   "
+                   f"{h['member_holdout']:.4f} -> {h['blend_holdout']:.4f}   (best member {h['best_member']})")
+    click.echo(format_table(list(spec.info["val"].items()), "val"))
+    click.echo(f"wrote {out} ({spec.info['search']['blends_evaluated']} blends in {spec.info['search']['seconds']} s)")
+
+
 # -- submit ----------------------------------------------------------------------------------
 @main.command("submit")
 @click.argument("members", nargs=-1, required=True)
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
 @click.option("--format", "fmt", default="allinone-json", show_default=True, help="Leaderboard format.")
-@click.option("--name", help="Submission name (default: the member names joined by '+').")
+@click.option("--name", help="Submission name (default: the spec's or the members' names).")
 @click.option("--weights", help="Comma-separated member weights (default: equal).")
 @click.option("--fusion", type=click.Choice(["wbf", "nms", "soft-nms"]), default="wbf", show_default=True,
               help="Box fusion (ensemble-boxes).")
 @click.option("--iou-thr", default=0.55, show_default=True, help="Box fusion IoU threshold.")
 @click.option("--device", default="auto", show_default=True)
 def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, device):
-    """Blend MEMBERS (runs) and write submissions/<name>/ (leaderboard file, manifest, zip)."""
+    """Blend MEMBERS (RUN or RUN@TTA, or one ENSEMBLE.yaml) and write submissions/<name>/."""
+    from workbench.ensemble.members import parse_member
+    from workbench.ensemble.spec import EnsembleSpec
     from workbench.fuse import FusionConfig
     from workbench.submit import SubmitConfig, submit
-    try:
-        w = tuple(float(x) for x in weights.split(",")) if weights else None
-    except ValueError:
-        raise click.BadParameter(f"{weights!r}: expected numbers separated by commas", param_hint="--weights")
-    name = name or "+".join(Path(m).name for m in members)
-    manifest = submit(SubmitConfig(tuple(members), data_path, name, fmt, w, FusionConfig(fusion, iou_thr), device))
+    if len(members) == 1 and members[0].endswith((".yaml", ".yml")):
+        spec = EnsembleSpec.load(members[0])
+        name = name or Path(members[0]).stem
+    else:
+        try:
+            w = tuple(float(x) for x in weights.split(",")) if weights else None
+        except ValueError:
+            raise click.BadParameter(f"{weights!r}: expected numbers separated by commas", param_hint="--weights")
+        parsed = [parse_member(m) for m in members]
+        if w is not None and len(w) != len(parsed):
+            raise click.BadParameter(f"{len(w)} weights for {len(parsed)} members", param_hint="--weights")
+        spec = EnsembleSpec.equal(parsed, w, FusionConfig(fusion, iou_thr))
+        name = name or "+".join(m.label.replace("@", "_") for m in parsed)
+    manifest = submit(SubmitConfig(spec, data_path, name, fmt, device))
     click.echo(format_table(list(manifest["val"].items()), "val"))
     if "polygon_roundtrip_miou" in manifest:
         click.echo(f"mask -> polygon -> mask round trip keeps mIoU {manifest['polygon_roundtrip_miou']:.4f}")

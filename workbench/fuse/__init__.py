@@ -21,15 +21,16 @@ class FusionConfig:
 
 
 def blend(members: Sequence[Predictions], weights: Sequence[float] | None = None,
-          fusion: FusionConfig = FusionConfig()) -> Predictions:
+          fusion: FusionConfig = FusionConfig(), tasks: Sequence[str] = ("cls", "det", "seg")) -> Predictions:
     """Blend members image by image: mean class probabilities, fused boxes, mean seg probabilities.
 
     Every member must cover the same images of each task (they were predicted on the same split).
+    Tasks not in `tasks` are left empty in the result.
     """
     if not members:
         raise WorkbenchError("nothing to blend: no members")
     first = members[0]
-    for task in ("cls", "det", "seg"):
+    for task in tasks:
         names = set(getattr(first, task))
         for i, m in enumerate(members[1:], start=2):
             if set(getattr(m, task)) != names:
@@ -37,10 +38,13 @@ def blend(members: Sequence[Predictions], weights: Sequence[float] | None = None
     if fusion.det_method not in list_fusions():
         raise WorkbenchError(f"unknown fusion {fusion.det_method!r}; known: {', '.join(list_fusions())}")
     out = Predictions(sizes={t: dict(first.sizes[t]) for t in ("cls", "det", "seg")})
-    out.cls = {n: fuse_probs([m.cls[n] for m in members], weights) for n in first.cls}
-    out.det = {n: fuse_boxes([m.det[n] for m in members], weights, fusion.det_method, fusion.iou_thr,
-                             fusion.skip_box_thr) for n in first.det}
-    out.seg = {n: fuse_seg_logits([m.seg[n] for m in members], weights) for n in first.seg}
+    if "cls" in tasks:
+        out.cls = {n: fuse_probs([m.cls[n] for m in members], weights) for n in first.cls}
+    if "det" in tasks:
+        out.det = {n: fuse_boxes([m.det[n] for m in members], weights, fusion.det_method, fusion.iou_thr,
+                                 fusion.skip_box_thr) for n in first.det}
+    if "seg" in tasks:
+        out.seg = {n: fuse_seg_logits([m.seg[n] for m in members], weights) for n in first.seg}
     return out
 
 

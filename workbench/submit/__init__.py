@@ -1,21 +1,24 @@
 """Submit stage: blend members' cached predictions and write a checked leaderboard submission.
 
-`submissions/<name>/` receives the format's files, `manifest.json` (members, fusion settings, val
-scores of each member and of the blend, hashes of every input and output) and `<name>.zip` with the
-leaderboard files. Everything is built in a temporary folder and renamed into place only after the
-submission passed its checks, so a refused or interrupted submit leaves nothing behind.
+The blend is an EnsembleSpec: per task its members (RUN or RUN@TTA), weights and box fusion, read
+from `ensembles/<name>.yaml` (as `wb ensemble search` writes it) or built from a list of members
+with one set of weights for every task. `submissions/<name>/` receives the format's files,
+`manifest.json` (members, weights, TTA, fusion, val scores of each member and of the blend, hashes
+of every input and output) and `<name>.zip` with the leaderboard files. Everything is built in a
+temporary folder and renamed into place only after the submission passed its checks, so a refused
+or interrupted submit leaves nothing behind.
 """
 from __future__ import annotations
 
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from workbench.data.spec import TASKS, DatasetSpec
-from workbench.errors import WorkbenchError
+from workbench.ensemble.members import Member
+from workbench.ensemble.spec import EnsembleSpec, blend_spec
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
-from workbench.fuse import FusionConfig, blend
 from workbench.io import atomic_dir, hash_file, read_json, write_json
 from workbench.metrics.scoring import score, split_ground_truth
 from workbench.predict import PredictConfig, predict_run
@@ -26,27 +29,26 @@ SUBMISSIONS_DIR = Path("submissions")
 
 @dataclass(frozen=True)
 class SubmitConfig:
-    """Members (run ids or folders), the data set, the output format and name, the fusion."""
+    """The blend, the data set, the output name and format."""
 
-    members: tuple[str, ...]
+    ensemble: EnsembleSpec
     data: str
     name: str
     format: str = "allinone-json"
-    weights: tuple[float, ...] | None = None
-    fusion: FusionConfig = field(default_factory=FusionConfig)
     device: str = "auto"
     out_dir: str = str(SUBMISSIONS_DIR)
 
 
-def predict_members(config: SubmitConfig, split: str, progress: bool) -> tuple[list[Predictions], list[dict]]:
+def predict_members(members: list[Member], data: str, split: str, device: str, progress: bool
+                    ) -> tuple[dict[Member, Predictions], list[dict]]:
     """Each member's predictions on a split (from the cache when it is valid) and a record of each."""
-    preds, records = [], []
-    for ref in config.members:
-        p, folder, _ = predict_run(PredictConfig(ref, config.data, split, config.device), progress=progress)
-        preds.append(p)
+    preds, records = {}, []
+    for m in members:
+        p, folder, _ = predict_run(PredictConfig(m.run, data, split, device, tta=m.tta), progress=progress)
+        preds[m] = p
         meta = read_json(folder / "meta.json")
-        records.append({"run": Path(ref).name, "cache": str(folder), "checkpoint_sha256": meta["checkpoint"],
-                        "data_sha256": meta["data"]})
+        records.append({"member": m.ref, "run": Path(m.run).name, "tta": m.tta, "cache": str(folder),
+                        "checkpoint_sha256": meta["checkpoint"], "data_sha256": meta["data"]})
     return preds, records
 
 
@@ -60,25 +62,19 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
         SubmissionError: the blend failed a check (missing image, unknown class, bad box ...);
             nothing is written.
     """
-    if not config.members:
-        raise WorkbenchError("submit needs at least one member run")
-    if config.weights is not None and len(config.weights) != len(config.members):
-        raise WorkbenchError(f"{len(config.weights)} weights given for {len(config.members)} members")
     fmt = get_format(config.format)
     spec = DatasetSpec(config.data)
     classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+    members = config.ensemble.members()
 
-    val_preds, val_records = predict_members(config, "val", progress)
+    val_preds, val_records = predict_members(members, config.data, "val", config.device, progress)
     val_truth = split_ground_truth(spec, "val")
-    val_scores = {}
-    for ref, p in zip(config.members, val_preds):
-        val_scores[Path(ref).name] = score(to_submission(p, classes, k_seg), val_truth)
-    if len(config.members) > 1:
-        val_scores["blend"] = score(to_submission(blend(val_preds, config.weights, config.fusion), classes, k_seg),
-                                    val_truth)
+    val_scores = {m.label: score(to_submission(p, classes, k_seg), val_truth) for m, p in val_preds.items()}
+    if len(members) > 1:
+        val_scores["blend"] = score(to_submission(blend_spec(config.ensemble, val_preds), classes, k_seg), val_truth)
 
-    test_preds, test_records = predict_members(config, "test", progress)
-    fused = blend(test_preds, config.weights, config.fusion)
+    test_preds, test_records = predict_members(members, config.data, "test", config.device, progress)
+    fused = blend_spec(config.ensemble, test_preds)
     sub = to_submission(fused, classes, k_seg)
     validate_submission(sub, expected={t: spec.test_names(t) for t in TASKS}, cls_num_classes=len(classes),
                         det_category_ids=set(spec.det_category_ids), seg_num_classes=k_seg,
@@ -91,23 +87,24 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as zf:
             for f in files:
                 zf.write(f, f.name)
+        tasks = config.ensemble.tasks
         manifest = {
             "name": config.name,
             "format": config.format,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "data": str(spec.path),
-            "members": [{**r, "weight": (config.weights[i] if config.weights else 1.0), "tta": "none"}
-                        for i, r in enumerate(test_records)],
+            "members": test_records,
             "val_caches": val_records,
-            "fusion": {"cls": "mean of probabilities", "seg": "mean of softmax probabilities",
-                       "det": asdict(config.fusion)},
-            "val": val_scores,
+            "blend": {t: {"members": [m.ref for m in tasks[t].members], "weights": list(tasks[t].weights)}
+                      for t in TASKS},
+            "fusion": {"cls": "weighted mean of probabilities", "seg": "weighted mean of softmax probabilities",
+                       "det": asdict(tasks["det"].fusion)},
+            "val": {k: {m: round(v, 6) for m, v in s.items()} for k, s in val_scores.items()},
             "files": {f.name: hash_file(f) for f in [*files, zip_path]},
             "counts": {"cls": len(sub.cls), "det_boxes": len(sub.det), "seg": len(sub.seg)},
         }
         if config.format == "allinone-json":
-            # polygons lose pixels: how much mIoU the writer's mask -> polygon -> mask round trip costs
+            # polygons lose pixels: how much mIoU the writer's mask -> polygon -> mask round trip keeps
             manifest["polygon_roundtrip_miou"] = round(polygon_roundtrip_miou(sub.seg, k_seg), 5)
         write_json(tmp / "manifest.json", manifest)
     return manifest
-
