@@ -1,5 +1,6 @@
 # make submit: set up .venv, make the built-in synthetic data set, train two small joint runs,
-#              predict, blend, write and score submissions (each member and the blend).
+#              search the blend of them (with and without mirrored det/seg) on val, write and score
+#              submissions of each run and of the searched blend.
 # make test:   set up .venv if needed, run the tests.
 PYTHON ?= python3
 VENV := .venv
@@ -9,6 +10,7 @@ DATA := $(SYNTH)/dataset.yaml
 # Each run trains EPOCHS epochs; sizes per task (multiples of 32).
 EPOCHS ?= 12
 SIZES ?= cls=32,det=128,seg=128
+MEMBERS = synth-resnet10t synth-resnet14t synth-resnet10t@hflip@det+seg synth-resnet14t@hflip@det+seg
 TRAIN = $(WB) train joint --data $(DATA) --epochs $(EPOCHS) --img-size $(SIZES) --overwrite
 
 .PHONY: submit test venv data clean
@@ -30,11 +32,12 @@ submit: $(VENV)/.installed $(DATA)
 	$(TRAIN) --backbone resnet14t --name synth-resnet14t
 	$(WB) submit synth-resnet10t --data $(DATA) --name synth-resnet10t
 	$(WB) submit synth-resnet14t --data $(DATA) --name synth-resnet14t
-	$(WB) submit synth-resnet10t synth-resnet14t --data $(DATA) --name synth-blend
+	$(WB) ensemble search $(MEMBERS) --data $(DATA) --out ensembles/synth.yaml
+	$(WB) submit ensembles/synth.yaml --data $(DATA) --name synth-blend
 	$(WB) score submissions/synth-resnet10t submissions/synth-resnet14t submissions/synth-blend --data $(DATA)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
 
 clean:
-	rm -rf $(SYNTH) runs/synth-* submissions/synth-*
+	rm -rf $(SYNTH) runs/synth-* submissions/synth-* ensembles/synth.yaml
