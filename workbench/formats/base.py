@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -46,7 +47,7 @@ class Submission:
     __hash__ = None  # mutable, compared by value
 
 
-class SubmissionFormat:
+class SubmissionFormat(ABC):
     """A leaderboard format: writes a Submission to files and reads them back.
 
     Subclasses set `name` (done by `register_format`) and implement `write` and `read`.
@@ -54,6 +55,7 @@ class SubmissionFormat:
 
     name: str = ""
 
+    @abstractmethod
     def write(self, sub: Submission, out_dir: Path) -> list[Path]:
         """Write `sub` into `out_dir` (created if missing), every file atomically.
 
@@ -64,8 +66,8 @@ class SubmissionFormat:
         Returns:
             The paths written, in a fixed order.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def read(self, out_dir: Path, seg_sizes: dict[str, tuple[int, int]] | None = None,
              cls_classes: list[str] | None = None, seg_num_classes: int | None = None) -> Submission:
         """Read the files `write` produced.
@@ -82,7 +84,6 @@ class SubmissionFormat:
         Raises:
             DataError: a file is missing or malformed (the message names the file and the image).
         """
-        raise NotImplementedError
 
 
 _FORMATS: dict[str, type[SubmissionFormat]] = {}
