@@ -37,6 +37,17 @@ def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
     mean = (scores["cls_top1"] + scores["det_map50"] + scores["seg_miou"]) / 3
     assert scores["score"] == pytest.approx(mean, abs=1e-5)
 
+    out = invoke(["ensemble", "compare", "a", "b@hflip@det+seg", "--data", "data/dataset.yaml", "--n-boot", "20",
+                  "--out", "cmp", "--device", "cpu"])
+    assert [line.split()[0] for line in out.splitlines()[1:4]] == ["a", "b@hflip@det+seg", "blend"]
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+    out = invoke(["ensemble", "search", "a", "b", "b@hflip@det+seg", "--data", "data/dataset.yaml", "--rounds", "2",
+                  "--out", "ensembles/e.yaml", "--device", "cpu"])
+    assert "held-out" in out and (tmp_path / "ensembles" / "e.yaml").is_file()
+    invoke(["submit", "ensembles/e.yaml", "--data", "data/dataset.yaml", "--format", "coco", "--device", "cpu"])
+    assert (tmp_path / "submissions" / "e" / "det.json").is_file()
+    assert json.loads(invoke(["score", "submissions/e", "--data", "data/dataset.yaml", "--json"]))["score"] >= 0
+
 
 def test_errors_are_one_line_and_name_the_file(tmp_path):
     missing = tmp_path / "nope" / "dataset.yaml"

@@ -161,6 +161,28 @@ def ensemble():
     """Compare and search blends of members (RUN or RUN@TTA) on validation."""
 
 
+@ensemble.command("compare")
+@click.argument("members", nargs=-1, required=True)
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--split", default="val", show_default=True)
+@click.option("--n-boot", default=500, show_default=True, help="Bootstrap resamples of the images.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for compare.csv and compare.png "
+              "(default: ensembles/compare-<time>).")
+@click.option("--device", default="auto", show_default=True)
+def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, device):
+    """Score each member and their equal-weight blend, with 95% bootstrap intervals of the difference
+    from the best member; save a CSV and a bar chart."""
+    from datetime import datetime
+    from workbench.ensemble.compare import compare_members
+    from workbench.ensemble.members import parse_member
+    out_dir = Path(out_dir or f"ensembles/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    result = compare_members([parse_member(m) for m in members], data_path, split, n_boot, seed, device, out_dir,
+                             progress=True)
+    click.echo(result.to_table())
+    click.echo(f"wrote {out_dir}/compare.csv and compare.png")
+
+
 @ensemble.command("search")
 @click.argument("members", nargs=-1, required=True)
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")

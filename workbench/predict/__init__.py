@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.errors import RunError
@@ -102,6 +104,9 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
                                     _views(tta))
     preds = fuse_views(per_task)
+    # what the cache holds, float16 logits, is what every caller sees: a fresh entry and a reused
+    # one give the same masks to the last pixel
+    preds.seg = {n: v.astype(np.float16) for n, v in preds.seg.items()}
     counts = {t: len(ds) for t, ds in datasets.items()}
     with atomic_dir(folder) as tmp:
         preds.save(tmp)

@@ -1,0 +1,128 @@
+"""TTA benchmark: val metrics per task without TTA, with each view, and fused, with the time per image
+of each and the disk size of each cache entry. Writes a markdown report.
+
+    python bench/tta.py --data ../shared/data/traffic/dataset.yaml --run tta-lite0 --out bench/TTA.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from workbench.predict import PredictConfig, compare_tta, predict_run
+
+TASKS = ("cls", "det", "seg")
+METRICS = {"cls": "cls_top1", "det": "det_map50", "seg": "seg_miou"}
+DEFAULT_SPECS = ["none", "hflip", "scales=0.75:1:1.25", "hflip@det+seg,scales=1:1.25", "tencrop",
+                 "hflip@det+seg,scales=1:1.25,fivecrop"]
+
+
+def machine() -> str:
+    """One line: cores, CPU model, torch version."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores, {model}, torch {torch.__version__}, no GPU used"
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def entry_sizes(folder: Path, n_seg: int) -> dict:
+    """Bytes of each file of a cache entry, and the segmentation cost per image in kB."""
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
+    return {**sizes, "total": sum(sizes.values()), "seg_kb_per_image": sizes.get("seg.npz", 0) / 1024 / max(1, n_seg)}
+
+
+def cell(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def view_table(rows: list[tuple[str, dict]]) -> list[str]:
+    """Markdown rows: each view alone and the fused views."""
+    lines = ["| view | Top-1 | mAP50 | mIoU | cls ms/img | det ms/img | seg ms/img |", "|---|---|---|---|---|---|---|"]
+    for label, m in rows:
+        metrics = [cell(m.get(METRICS[t])) for t in TASKS]
+        times = [f"{m[f'{t}_ms']:.1f}" if METRICS[t] in m else "" for t in TASKS]
+        lines.append(f"| {label} | " + " | ".join(metrics + times) + " |")
+    return lines
+
+
+def run_spec(run: str, data: str, spec: str) -> dict:
+    """compare_tta rows, the cached entry's fused metrics, timings and disk size for one spec."""
+    config = PredictConfig(run, data, "val", "cpu", tta=spec)
+    t0 = time.perf_counter()
+    rows = compare_tta(config, progress=False)
+    compare_s = time.perf_counter() - t0
+    _, folder, _ = predict_run(config, progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    fused = next((m for label, m in rows if label.startswith("fused")), None)
+    identity = dict(rows).get("id", {})
+    final = {t: (fused or {}).get(METRICS[t], identity.get(METRICS[t])) for t in TASKS}
+    return {"spec": spec, "key": meta["tta"], "rows": rows, "final": final, "ms": meta["ms_per_image"],
+            "compare_s": compare_s, "disk": entry_sizes(folder, len(meta["images"]["seg"])), "views": meta["views"]}
+
+
+def report(results: list[dict], args, train_lines: list[str], seconds: float) -> str:
+    base = results[0]
+    out = [f"# TTA benchmark on {Path(args.data).parent.name} val", "",
+           f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+           f"- machine: {machine()}", f"- commit: {commit()}",
+           f"- command: `python bench/tta.py --data {args.data} --run {args.run} --out {args.out}`",
+           f"- bench time: {seconds:.0f} s", ""]
+    out += ["## The run", "", *train_lines, ""]
+    out += ["## Summary: fused views per spec vs no TTA", "",
+            "| spec | Top-1 | mAP50 | mIoU | dTop-1 | dmAP50 | dmIoU | time vs none (cls / det / seg) | cache |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        deltas = [f"{r['final'][t] - base['final'][t]:+.4f}" for t in TASKS]
+        times = " / ".join(f"{r['ms'][t] / max(1e-9, base['ms'][t]):.1f}x" for t in TASKS)
+        out.append(f"| `{r['spec']}` | " + " | ".join(cell(r["final"][t]) for t in TASKS) + " | "
+                   + " | ".join(deltas) + f" | {times} | {r['disk']['total'] / 1e6:.1f} MB |")
+    out += ["", "Time is the cached predict's per-task milliseconds per image (all views of the task, batched).", ""]
+    for r in results[1:]:
+        out += [f"## `{r['spec']}` (entry `{r['key']}`)", "", *view_table(r["rows"]), ""]
+    out += ["## Cache entries on disk", "", "| spec | cls.npz | det.npz | seg.npz | seg kB / image | total |",
+            "|---|---|---|---|---|---|"]
+    for r in results:
+        d = r["disk"]
+        out.append(f"| `{r['spec']}` | {d.get('cls.npz', 0) / 1e3:.0f} kB | {d.get('det.npz', 0) / 1e3:.0f} kB | "
+                   f"{d.get('seg.npz', 0) / 1e6:.1f} MB | {d['seg_kb_per_image']:.0f} | {d['total'] / 1e6:.1f} MB |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--out", default="bench/TTA.md")
+    parser.add_argument("--tta", action="append", help="TTA spec (repeatable); default: a fixed list")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    results = []
+    for spec in args.tta or DEFAULT_SPECS:
+        results.append(run_spec(args.run, args.data, spec))
+        print(f"{spec}: {results[-1]['final']} ms {results[-1]['ms']}", file=sys.stderr)
+    run_dir = Path("runs") / args.run
+    info = json.loads((run_dir / "run.json").read_text())
+    metrics = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    train_lines = [f"`{args.run}`: {info['backbone']}, input sizes {info['img_size']}, "
+                   f"{info.get('wall_time_s')} s of training; config in `runs/{args.run}/config.yaml`.", "",
+                   "```", *metrics, "```"]
+    text = report(results, args, train_lines, time.perf_counter() - t0)
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
