@@ -107,9 +107,11 @@ def test_identity_views_reproduce_plain_prediction(run_copy, tiny_data):
                                 progress=False)
     for name in plain.cls:
         np.testing.assert_allclose(doubled.cls[name], plain.cls[name], atol=1e-6)
+    from workbench.fuse.seg import softmax
     for name in plain.seg:
-        np.testing.assert_array_equal(doubled.seg[name].astype(np.float32).argmax(0),
-                                      plain.seg[name].astype(np.float32).argmax(0))
+        # the fused entry holds log(mean of softmax) in float16: the same probabilities up to float16
+        # rounding (which can tie two nearly equal classes, hence no exact argmax comparison)
+        np.testing.assert_allclose(softmax(doubled.seg[name]), softmax(plain.seg[name]), atol=2e-3)
 
 
 def test_compare_tta_rows(run_copy, tiny_data):
