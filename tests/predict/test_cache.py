@@ -120,3 +120,12 @@ def test_compare_tta_rows(run_copy, tiny_data):
     assert set(rows) == {"id", "hflip", "fused (cls-none__det-hflip__seg-hflip)"}
     assert set(rows["hflip"]) >= {"det_map50", "seg_miou"} and "cls_top1" not in rows["hflip"]
     assert set(rows["id"]) >= {"cls_top1", "det_map50", "seg_miou"}
+
+
+def test_entry_of_another_cache_version_is_rebuilt(run_copy, tiny_data):
+    _, folder, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["cache_version"] = predict_stage.CACHE_VERSION - 1
+    (folder / "meta.json").write_text(json.dumps(meta))
+    _, _, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert not reused

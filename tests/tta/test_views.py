@@ -114,3 +114,10 @@ def test_parse_tta_rejects(bad):
     from workbench.errors import WorkbenchError
     with pytest.raises(WorkbenchError):
         parse_tta(bad)
+
+
+def test_cls_scales_are_not_rounded_away():
+    """A 64 px crop at scale 1.25: 80 px for cls (multiple of 8), 64 px for det/seg (multiple of 32)."""
+    spec = parse_tta("scales=1:1.25")
+    assert [v.output_size((64, 64)) for v in spec.views("cls")] == [(64, 64), (80, 80)]
+    assert [v.output_size((64, 64)) for v in spec.views("det")] == [(64, 64), (64, 64)]

@@ -27,6 +27,11 @@ from workbench.runs import Run, load_model, open_run
 from workbench.tta.spec import TTASpec, parse_tta
 
 
+# Bumped whenever what an entry holds changes meaning (decoding, view geometry, storage): entries
+# written by another version are rebuilt rather than trusted.
+CACHE_VERSION = 2
+
+
 @dataclass(frozen=True)
 class PredictConfig:
     """What to predict: a run, a data set, a split (train, val or test) and a TTA spec."""
@@ -79,12 +84,12 @@ def _prepare(config: PredictConfig):
     datasets = build_datasets(spec, config.split, run.info["img_size"])
     samples = {t: ds.samples for t, ds in datasets.items()}
     expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": tta.key,
-              "data": data_fingerprint(samples)}
+              "data": data_fingerprint(samples), "cache_version": CACHE_VERSION}
     return run, spec, tta, datasets, expect
 
 
 def _views(tta: TTASpec) -> dict:
-    return {t: tta.task(t).views() for t in TASKS}
+    return {t: tta.views(t) for t in TASKS}
 
 
 def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictions, Path, bool]:

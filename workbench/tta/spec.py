@@ -20,6 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.tta.views import FiveCrop, HFlip, Scale, View, compose
 
 TASKS = ("cls", "det", "seg")
+SIZE_MULTIPLE = {"cls": 8, "det": 32, "seg": 32}  # classification pools globally: any multiple of 8 works
 PRESETS = {"flip": "hflip", "ms": "scales=0.75:1:1.25", "flip-ms": "hflip,scales=0.75:1:1.25"}
 
 
@@ -32,12 +33,12 @@ class TaskTTA:
     crops: int = 0  # 0, 5 or 10
     crop_fraction: float = 0.875
 
-    def views(self) -> list[View]:
-        """The task's views, identity first."""
+    def views(self, multiple: int = 32) -> list[View]:
+        """The task's views, identity first; scaled sizes are rounded to multiples of `multiple`."""
         flips = (False, True) if self.hflip or self.crops == 10 else (False,)
         out = []
         for scale, flip in itertools.product(self.scales, flips):
-            parts = [Scale(scale)]
+            parts = [Scale(scale, multiple)]
             if self.crops:
                 parts.append(FiveCrop(self.crop_fraction))
             if flip:
@@ -67,6 +68,10 @@ class TTASpec:
 
     def task(self, task: str) -> TaskTTA:
         return getattr(self, task)
+
+    def views(self, task: str) -> list[View]:
+        """The views of one task."""
+        return self.task(task).views(SIZE_MULTIPLE[task])
 
     @property
     def key(self) -> str:

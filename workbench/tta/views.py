@@ -89,16 +89,20 @@ class HFlip(View):
 @register_view("scale")
 @dataclass(frozen=True)
 class Scale(View):
-    """Resize the input by `factor`, rounded to a multiple of 32 (the backbone's stride)."""
+    """Resize the input by `factor`, rounded to a multiple of `multiple` (32, the backbone's
+    stride, keeps det and seg maps aligned with the input; classification pools globally and
+    takes multiples of 8, so that scales of a 64 px crop are not rounded away)."""
 
     factor: float = 1.0
+    multiple: int = 32
 
     @property
     def key(self) -> str:
         return f"s{self.factor:g}"
 
     def output_size(self, size):
-        return tuple(max(32, round(s * self.factor / 32) * 32) for s in size)
+        m = self.multiple
+        return tuple(max(m, round(s * self.factor / m) * m) for s in size)
 
     def augment(self, images):
         return _resize(images.float(), self.output_size(tuple(images.shape[-2:])))
