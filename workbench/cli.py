@@ -144,8 +144,9 @@ def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
     if compare_tta:
         rows = compare(config)
         click.echo(format_table(rows, "view"))
-        click.echo("ms per image: " + "; ".join(f"{label}: " + ", ".join(f"{t} {m[f'{t}_ms']:.1f}" for t in TASKS)
-                                                  for label, m in rows))
+        click.echo("ms per image (views of a task run batched; a single view's time is the task's share):")
+        for label, m in rows:
+            click.echo(f"  {label}: " + ", ".join(f"{t} {m[f'{t}_ms']:.1f}" for t in TASKS if f"{t}_ms" in m))
         return
     preds, folder, reused = predict_run(config)
     click.echo(f"{'reused' if reused else 'wrote'} {folder}")

@@ -1,71 +1,80 @@
-"""Tests of workbench/ensemble/compare.py: exact rows, pycocotools resampling, paired intervals."""
+"""Tests of workbench/ensemble/compare.py: exact rows, paired intervals, CSV and chart."""
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 import pytest
 
 from workbench.data.spec import DatasetSpec
-from workbench.ensemble.compare import coco_evaluated, compare_members, resampled_map50
+from workbench.ensemble.compare import CompareResult, CompareRow, compare_members, unique_labels
 from workbench.ensemble.members import Member, member_predictions
-from workbench.metrics.det import map50
+from workbench.fuse import blend
 from workbench.metrics.scoring import score, split_ground_truth
 from workbench.predictions import to_submission
 
-CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+METRICS = ("cls_top1", "det_map50", "seg_miou", "score")
 
 
-def gt_of(images):
-    """COCO gt: images given as lists of (category, box)."""
-    anns, ims = [], []
-    for i, boxes in enumerate(images, start=1):
-        ims.append({"id": i, "file_name": f"{i}.jpg", "width": 100, "height": 100})
-        for cat, box in boxes:
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": box, "area": 1, "iscrowd": 0})
-    return {"images": ims, "annotations": anns, "categories": CATS}
-
-
-IMAGES = [[(1, [10, 10, 20, 20])], [(1, [50, 50, 20, 20]), (2, [0, 0, 30, 30])], [(2, [60, 10, 20, 20])]]
-DETS = [  # image 1: hit; image 2: a miss scoring high, the cat-1 hit low; image 3: hit
-    {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
-    {"image_id": 2, "category_id": 1, "bbox": [0, 60, 20, 20], "score": 0.95},
-    {"image_id": 2, "category_id": 1, "bbox": [50, 50, 20, 20], "score": 0.5},
-    {"image_id": 3, "category_id": 2, "bbox": [60, 10, 20, 20], "score": 0.8},
-]
-
-
-def test_identity_resample_equals_map50():
-    gt = gt_of(IMAGES)
-    assert resampled_map50(coco_evaluated(gt, DETS), np.arange(3)) == pytest.approx(map50(gt, DETS))
-
-
-def test_duplicated_image_equals_map50_on_really_duplicated_data():
-    """Resampling image 2 twice must score as a data set that holds image 2 twice."""
-    gt = gt_of(IMAGES)
-    doubled = gt_of([IMAGES[0], IMAGES[1], IMAGES[1]])
-    dets = [d for d in DETS if d["image_id"] in (1, 2)] + [{**d, "image_id": 3} for d in DETS if d["image_id"] == 2]
-    expected = map50(doubled, dets)
-    assert resampled_map50(coco_evaluated(gt, DETS), np.array([0, 1, 1])) == pytest.approx(expected)
-    assert expected != pytest.approx(map50(gt, DETS))  # the resample really changes the score
-
-
-def test_no_detections_scores_zero():
-    assert resampled_map50(coco_evaluated(gt_of(IMAGES), []), np.arange(3)) == 0.0
-
-
-def test_compare_rows_equal_the_scorer_and_intervals_are_paired(tiny_run, tiny_data, tmp_path):
+def test_compare_on_tiny_data(tiny_run, tiny_data, tmp_path):
     members = [Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")]
-    result = compare_members(members, str(tiny_data), n_boot=50, device="cpu", out_dir=tmp_path)
-    assert [label for label, _ in result.rows] == [m.label for m in members] + ["blend"]
+    result = compare_members(members, str(tiny_data), n_boot=50, seed=1, device="cpu", out_dir=tmp_path)
+    labels = [m.label for m in members] + ["blend"]
+    assert [r.label for r in result.rows] == labels
+
+    # every row is exactly what the scorer says of its hard predictions
     spec = DatasetSpec(tiny_data)
     truth = split_ground_truth(spec, "val")
     preds = member_predictions(members, str(tiny_data), "val", "cpu")
-    for (label, metrics), p in zip(result.rows, preds):
-        exact = score(to_submission(p, spec.cls_classes, len(spec.seg_classes)), truth)
-        assert metrics == pytest.approx(exact), label
-    # the best member's difference from itself is 0 in every resample
-    assert result.intervals[result.best]["score"] == (0.0, 0.0)
-    # cls is identical in both members (hflip applies to det and seg only): zero-width interval
-    assert result.intervals[members[1].label]["cls_top1"] == (0.0, 0.0)
-    assert (tmp_path / "compare.csv").read_text().count("\n") == 4
-    assert (tmp_path / "compare.png").stat().st_size > 1000
-    assert "best member" in result.to_table()
+    for row, p in zip(result.rows, preds + [blend(preds)]):
+        assert row.metrics == score(to_submission(p, spec.cls_classes, len(spec.seg_classes)), truth), row.label
+
+    best = result.row(result.best)
+    assert result.best == max(result.rows[:2], key=lambda r: r.metrics["score"]).label
+    assert all(best.ci[m] == (0.0, 0.0) for m in METRICS)  # the best minus itself, in every resample
+    # hflip@det+seg leaves cls alone: both members classify alike, so their cls difference is 0 throughout
+    assert result.row(members[1].label).ci["cls_top1"] == (0.0, 0.0)
+    for r in result.rows:
+        for m in METRICS:
+            low, high = r.ci[m]
+            assert low <= high and -1 <= low and high <= 1
+
+    with open(tmp_path / "compare.csv") as f:
+        lines = list(csv.DictReader(f))
+    assert [line["label"] for line in lines] == labels
+    assert [line["best"] for line in lines].count("1") == 1
+    blend_line = lines[2]
+    assert float(blend_line["score"]) == pytest.approx(result.rows[2].metrics["score"], abs=1e-6)
+    assert float(blend_line["score_diff_low"]) == pytest.approx(result.rows[2].ci["score"][0], abs=1e-6)
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written left behind
+
+    table = result.to_table().splitlines()
+    assert [line.split()[0] for line in table[1:4]] == labels
+    assert "best member" in table[-1]
+
+    # same seed, same intervals (the predictions now come from the cache)
+    again = compare_members(members, str(tiny_data), n_boot=50, seed=1, device="cpu")
+    assert [r.ci for r in again.rows] == [r.ci for r in result.rows]
+
+
+def test_one_member_has_no_blend_row(tiny_run, tiny_data):
+    result = compare_members([Member(str(tiny_run))], str(tiny_data), n_boot=5, device="cpu")
+    assert [r.label for r in result.rows] == [tiny_run.name] and result.best == tiny_run.name
+
+
+def test_table_by_hand():
+    rows = [CompareRow("a", {"cls_top1": 0.5, "det_map50": 0.25, "seg_miou": 0.75, "score": 0.5},
+                       {m: (0.0, 0.0) for m in METRICS}),
+            CompareRow("blend", {"cls_top1": 0.75, "det_map50": 0.25, "seg_miou": 0.75, "score": 7 / 12},
+                       {**{m: (0.0, 0.0) for m in METRICS}, "score": (-0.05, 0.2)})]
+    table = CompareResult(rows, "a", n_boot=10, n_images={"cls": 4, "det": 2, "seg": 2}).to_table().splitlines()
+    assert table[0].split()[:5] == ["val", "Top-1", "mAP50", "mIoU", "score"]
+    assert table[1].split() == ["a", "*", "0.5000", "0.2500", "0.7500", "0.5000", "+0.0000", "[+0.0000,", "+0.0000]"]
+    assert table[2].split()[-3:] == [f"{7 / 12 - 0.5:+.4f}", "[-0.0500,", "+0.2000]"]
+    assert len(table[1]) == len(table[2])  # aligned: every column ends at the same place
+    assert table[0].index("score") + len("score") == table[1].index("0.5000   +") + len("0.5000")
+
+
+def test_unique_labels():
+    assert unique_labels(["a", "b", "a", "a"]) == ["a", "b", "a#2", "a#3"]

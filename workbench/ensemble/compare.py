@@ -1,202 +1,261 @@
-"""Compare members and their equal-weight blend on a labelled split, with paired bootstrap intervals.
+"""Compare ensemble members and their equal-weight blend on a labelled split, with paired bootstrap
+intervals of each row's difference from the best single member: a real gain or noise?
 
-Each row (a member alone, then the blend) is scored exactly as `wb score` would (Top-1, pycocotools
-mAP50, mIoU from confusion matrices, their mean). For each row, the 95% interval of its difference
-from the best single member comes from resampling the images of each task with replacement (the
-same resamples for every row: a paired bootstrap). mAP50 of a resample is pycocotools' own
-`accumulate()` over the per-image matches that `evaluate()` computed once per row.
+Point scores are those of `workbench.metrics.scoring.score` on the hard predictions; the intervals
+resample each task's images (each task has its own images, so its own resamples) and score every
+row on the same resamples (`workbench.ensemble.bootstrap`).
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from workbench.data.spec import DatasetSpec, read_mask
+from workbench.ensemble.bootstrap import (
+    bootstrap_means,
+    bootstrap_miou,
+    map50_resamples,
+    paired_differences,
+    percentile_interval,
+    resample_indices,
+)
 from workbench.ensemble.members import Member, member_predictions
+from workbench.errors import WorkbenchError
+from workbench.formats.base import Submission
 from workbench.fuse import blend
 from workbench.io import atomic_path
-from workbench.metrics.det import _build_gt, _build_results
 from workbench.metrics.scoring import METRICS, GroundTruth, split_ground_truth
-from workbench.metrics.seg import confusion_matrix, mean_iou
-from workbench.predictions import Predictions, to_submission
+from workbench.metrics.seg import confusion_matrix
+from workbench.predictions import to_submission
 
 TASKS = ("cls", "det", "seg")
-COLUMNS = [*METRICS.values(), "score"]
-
-
-def coco_evaluated(gt: dict, detections: list[dict]) -> COCOeval | None:
-    """A COCOeval (bbox) after evaluate(): per-image matches, ready for accumulate(). None: no detections."""
-    gt = _build_gt(gt)
-    results = _build_results(gt, detections)
-    if not results:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
-        evaluator.params.imgIds = [im["id"] for im in gt["images"]]  # keep the images' order
-        evaluator.evaluate()
-    return evaluator
-
-
-def resampled_map50(evaluator: COCOeval | None, sample: np.ndarray) -> float:
-    """mAP50 of the images at positions `sample` (duplicates allowed) of an evaluated COCOeval.
-
-    Rebuilds `evalImgs` in the (category, area, image) order that accumulate() indexes, for the
-    resampled image list, then reads AP at IoU 0.5 (area all, 100 detections) as summarize() does.
-    """
-    if evaluator is None:
-        return 0.0
-    pe = evaluator._paramsEval
-    n_img, n_area = len(pe.imgIds), len(pe.areaRng)
-    original = evaluator.evalImgs
-    ids = [pe.imgIds[i] for i in sample]
-    evaluator.evalImgs = [original[k * n_area * n_img + a * n_img + i]
-                          for k in range(len(pe.catIds)) for a in range(n_area) for i in sample]
-    saved = (list(pe.imgIds), list(evaluator.params.imgIds))
-    pe.imgIds, evaluator.params.imgIds = ids, ids
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            evaluator.accumulate()
-    finally:
-        evaluator.evalImgs = original
-        pe.imgIds, evaluator.params.imgIds = saved
-    t = list(evaluator.params.iouThrs).index(0.5)
-    a = list(evaluator.params.areaRngLbl).index("all")
-    m = list(evaluator.params.maxDets).index(100)
-    precision = evaluator.eval["precision"][t, :, :, a, m]
-    valid = precision[precision > -1]
-    return float(valid.mean()) if valid.size else float("nan")
+COLUMNS = {"cls_top1": "Top-1", "det_map50": "mAP50", "seg_miou": "mIoU", "score": "score"}
+LEVEL = 0.95
 
 
 @dataclass
-class RowStats:
-    """Per-image material of one row, from which any resample's metrics follow."""
+class CompareRow:
+    """One member (or the blend): its metrics on the split and, per metric, the (low, high) bootstrap
+    interval of (this row - the best member)."""
 
-    correct: np.ndarray  # (N_cls,) bool
-    evaluator: COCOeval | None
-    confusions: np.ndarray  # (N_seg, K, K)
+    label: str
+    metrics: dict[str, float]
+    ci: dict[str, tuple[float, float]]
 
-    def metrics(self, samples: dict[str, np.ndarray]) -> dict[str, float]:
-        out = {"cls_top1": float(self.correct[samples["cls"]].mean()),
-               "det_map50": resampled_map50(self.evaluator, samples["det"]),
-               "seg_miou": float(mean_iou(self.confusions[samples["seg"]].sum(0)))}
-        out["score"] = float(np.mean([out[METRICS[t]] for t in TASKS]))
-        return out
-
-
-def row_stats(preds: Predictions, truth: GroundTruth, masks: dict[str, np.ndarray], classes, k_seg) -> RowStats:
-    """Score material of one row: per-image correctness, an evaluated COCOeval, per-image confusions."""
-    sub = to_submission(preds, classes, k_seg)
-    correct = np.array([sub.cls.get(n, -1) == y for n, y in truth.cls.items()])
-    ids = {im["file_name"]: im["id"] for im in truth.det["images"]}
-    dets = [{**d, "image_id": ids[d["image"]]} for d in sub.det if d["image"] in ids]
-    confusions = np.stack([confusion_matrix(sub.seg[n], masks[n], k_seg, truth.ignore_index) for n in truth.seg])
-    return RowStats(correct, coco_evaluated(truth.det, dets), confusions)
+    def diff(self, best: "CompareRow", metric: str) -> float:
+        """This row's metric minus the best member's."""
+        return self.metrics[metric] - best.metrics[metric]
 
 
 @dataclass
 class CompareResult:
-    """Rows (label, metrics), the best single member, and per row the 95% interval of its difference
-    from the best member (metric -> (low, high))."""
+    """Rows in input order (members, then "blend" when there are 2+ members), the best member's
+    label (by combined score) and how the intervals were drawn."""
 
-    rows: list[tuple[str, dict[str, float]]]
+    rows: list[CompareRow]
     best: str
-    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    split: str = "val"
+    n_boot: int = 1000
+    seed: int = 0
+    level: float = LEVEL
+    n_images: dict[str, int] = field(default_factory=dict)
+
+    def row(self, label: str) -> CompareRow:
+        """The row of a label (KeyError if absent)."""
+        for r in self.rows:
+            if r.label == label:
+                return r
+        raise KeyError(label)
 
     def to_table(self) -> str:
-        width = max(len(label) for label, _ in self.rows)
-        head = f"{'':<{width}}  " + "  ".join(f"{c:>9}" for c in ("Top-1", "mAP50", "mIoU", "score")) + \
-            "   score - best [95% interval]"
-        lines = [head]
-        for label, m in self.rows:
-            lo, hi = self.intervals[label]["score"]
-            diff = m["score"] - dict(self.rows)[self.best]["score"]
-            lines.append(f"{label:<{width}}  " + "  ".join(f"{m[c]:9.4f}" for c in COLUMNS) +
-                         f"   {diff:+.4f} [{lo:+.4f}, {hi:+.4f}]" + ("  (best member)" if label == self.best else ""))
+        """Aligned text: label, Top-1, mAP50, mIoU, score, and score diff [low, high] from the best member."""
+        best = self.row(self.best)
+        width = max(len(self.split), *(len(r.label) + 2 for r in self.rows))
+        lines = [f"{self.split:<{width}}" + "".join(f"{h:>9}" for h in COLUMNS.values()) + "   score diff [low, high]"]
+        for r in self.rows:
+            label = r.label + (" *" if r.label == self.best else "")
+            low, high = r.ci["score"]
+            lines.append(f"{label:<{width}}" + "".join(f"{r.metrics[m]:>9.4f}" for m in COLUMNS)
+                         + f"   {r.diff(best, 'score'):+.4f} [{low:+.4f}, {high:+.4f}]")
+        images = ", ".join(f"{t} {n}" for t, n in self.n_images.items())
+        lines.append(f"* best member. score diff: row - best member, [low, high] its {100 * self.level:g}% interval "
+                     f"over {self.n_boot} paired bootstrap resamples of the images ({images}), seed {self.seed}; "
+                     "an interval holding 0 is no clear difference.")
         return "\n".join(lines)
 
-    def write(self, out_dir: Path) -> list[Path]:
-        """compare.csv and compare.png (bars: each row's metrics; error bars: the row's difference
-        interval drawn around its own value)."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out_dir / "compare.csv") as tmp:
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["row", *COLUMNS, *(f"{c}_diff_{b}" for c in COLUMNS for b in ("low", "high"))])
-                for label, m in self.rows:
-                    w.writerow([label, *(f"{m[c]:.6f}" for c in COLUMNS),
-                                *(f"{v:.6f}" for c in COLUMNS for v in self.intervals[label][c])])
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(2 + 1.6 * len(COLUMNS), 4))
-        width = 0.8 / len(self.rows)
-        best = dict(self.rows)[self.best]
-        for r, (label, m) in enumerate(self.rows):
-            x = np.arange(len(COLUMNS)) + r * width
-            values = [m[c] for c in COLUMNS]
-            # the error bar spans best + [low, high] of (row - best): a bar whose error bar does
-            # not reach the best member's level differs from it beyond bootstrap noise
-            err = np.array([[m[c] - (best[c] + self.intervals[label][c][0]) for c in COLUMNS],
-                            [(best[c] + self.intervals[label][c][1]) - m[c] for c in COLUMNS]])
-            ax.bar(x, values, width, label=label, yerr=np.clip(err, 0, None), capsize=3)
-        ax.set_xticks(np.arange(len(COLUMNS)) + width * (len(self.rows) - 1) / 2, ["Top-1", "mAP50", "mIoU", "score"])
-        ax.set_ylim(0, 1)
-        ax.set_title("val metrics; error bars: 95% bootstrap interval of the difference from the best member")
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        with atomic_path(out_dir / "compare.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
-        plt.close(fig)
-        return [out_dir / "compare.csv", out_dir / "compare.png"]
 
-
-def compare_members(members: list[Member], data: str, split: str = "val", n_boot: int = 500, seed: int = 0,
+def compare_members(members: list[Member], data: str, split: str = "val", n_boot: int = 1000, seed: int = 0,
                     device: str = "auto", out_dir: Path | None = None, progress: bool = False) -> CompareResult:
-    """Score each member and their equal-weight blend on a labelled split, with paired bootstrap
-    intervals of each row's difference from the best member (by combined score).
+    """Score each member and their equal-weight blend on a labelled split, with bootstrap intervals.
+
+    Rows are each member alone (in the order given, labelled `Member.label`) and, when there are 2+
+    members, "blend": the equal-weight `workbench.fuse.blend` of all of them (mean class
+    probabilities, WBF boxes, mean segmentation probabilities). A row's metrics are exactly
+    `score(to_submission(preds), split_ground_truth(spec, split))`. For each row and metric, the
+    interval is the percentile 95% bootstrap interval of (row - best member), the best member being
+    the one with the highest combined score; images are resampled with replacement per task
+    (`n_boot` times, from `seed`), every row on the same resamples (paired), and the combined
+    score's difference is the mean of the three task differences of each resample.
 
     Args:
-        members: RUN or RUN@TTA members (their cached predictions are used or made).
-        data: dataset.yaml; split: a labelled split (val).
-        n_boot: bootstrap resamples; seed: their random seed.
-        out_dir: where to write compare.csv and compare.png (None: nothing written).
+        members: runs with their TTA specs; predictions come from each one's cache entry (predicted
+            where no valid entry exists, on `device`).
+        data: path of the data set's dataset.yaml.
+        split: a labelled split ("val" or "train").
+        n_boot: bootstrap resamples (1000 takes about 4 s per row for 175 detection images with
+            ~75 boxes each on one CPU core; cls and seg are negligible).
+        seed: seed of the resamples (same seed, same intervals).
+        device: "auto", "cpu", "cuda", ... for members that must be predicted.
+        out_dir: when given, `compare.csv` (one line per row: metrics, differences from the best
+            member, interval bounds) and `compare.png` (grouped bars per metric with the intervals)
+            are written there atomically.
+        progress: show a progress bar while a member has to be predicted.
     Returns:
-        CompareResult with rows in member order, then "blend" when there are 2+ members.
+        CompareResult: rows with metrics {"cls_top1", "det_map50", "seg_miou", "score"} and ci
+        {metric: (low, high)} of the difference from the best member (the best's own row is
+        (0.0, 0.0)); `best`; `to_table()` for printing.
+    Raises:
+        WorkbenchError: no members or n_boot < 1; DataError / RunError from reading the data set,
+            the runs or their predictions (file named in the message).
     """
+    if not members:
+        raise WorkbenchError("nothing to compare: no members")
+    if n_boot < 1:
+        raise WorkbenchError(f"n_boot must be at least 1, got {n_boot}")
     spec = DatasetSpec(data)
     truth = split_ground_truth(spec, split)
-    preds = member_predictions(members, data, split, device, progress)
-    labelled = [(m.label, p) for m, p in zip(members, preds)]
-    if len(members) > 1:
-        labelled.append(("blend", blend(preds)))
-    masks = {n: read_mask(path) for n, path in truth.seg.items()}
-    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
-    stats = {label: row_stats(p, truth, masks, classes, k_seg) for label, p in labelled}
-    everything = {t: np.arange(len(truth.names(t))) for t in TASKS}
-    rows = [(label, s.metrics(everything)) for label, s in stats.items()]
-    best = max((r for r in rows[: len(members)]), key=lambda r: r[1]["score"])[0]
+    preds = member_predictions(list(members), data, split, device, progress)
+    labels = unique_labels([m.label for m in members])
+    if len(preds) >= 2:
+        preds.append(blend(preds))
+        labels.append("blend")
+    subs = [to_submission(p, spec.cls_classes, len(spec.seg_classes)) for p in preds]
 
     rng = np.random.default_rng(seed)
-    samples = [{t: rng.integers(0, len(idx), len(idx)) for t, idx in everything.items()} for _ in range(n_boot)]
-    boot = {label: np.array([[s.metrics(sample)[c] for c in COLUMNS] for sample in samples])
-            for label, s in stats.items()}
-    intervals = {}
-    for label in stats:
-        diff = boot[label] - boot[best]
-        low, high = np.nanpercentile(diff, [2.5, 97.5], axis=0)
-        intervals[label] = {c: (float(low[i]), float(high[i])) for i, c in enumerate(COLUMNS)}
-    result = CompareResult(rows, best, intervals)
+    names = {t: truth.names(t) for t in TASKS}
+    for t, n in names.items():
+        if not n:
+            raise WorkbenchError(f"{spec.path}: the {split} split has no {t} images to compare on")
+    per_image = build_per_image(subs, truth, names)
+    values, samples = {}, {}  # metric -> (R,) values on the split / (R, B) values on each resample
+    for task, metric in METRICS.items():
+        n = len(names[task])
+        # row 0 of the index matrix is the split itself, so one pycocotools evaluate() serves both
+        idx = np.concatenate([np.arange(n)[None], resample_indices(n, n_boot, rng)])  # (1 + B, N)
+        both = _task_resamples(task, per_image[task], truth, idx)
+        values[metric], samples[metric] = both[:, 0], both[:, 1:]
+    values["score"] = np.mean([values[m] for m in METRICS.values()], axis=0)
+    samples["score"] = np.mean([samples[m] for m in METRICS.values()], axis=0)
+
+    n_members = len(members)
+    best = int(np.argmax(values["score"][:n_members]))
+    rows = []
+    for r, label in enumerate(labels):
+        ci = {m: tuple(float(v) for v in percentile_interval(paired_differences(samples[m], best)[r], LEVEL))
+              for m in COLUMNS}
+        rows.append(CompareRow(label, {m: float(values[m][r]) for m in COLUMNS}, ci))
+    result = CompareResult(rows, labels[best], split, n_boot, seed, LEVEL, {t: len(n) for t, n in names.items()})
     if out_dir is not None:
-        result.write(Path(out_dir))
+        write_compare_csv(result, Path(out_dir) / "compare.csv")
+        write_compare_png(result, Path(out_dir) / "compare.png")
     return result
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """Labels with repeats numbered (`a`, `a#2`), so that every row can be told apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
+
+
+def build_per_image(subs: list[Submission], truth: GroundTruth, names: dict[str, list[str]]) -> dict:
+    """Per-image material of every row, each in the task's image order `names[task]`.
+
+    Returns:
+        {"cls": (R, N) float64 correctness, "det": R lists of COCO results (image ids of truth.det),
+        "seg": (R, N, K, K) int64 confusion matrices at the original mask size}.
+    """
+    cls = np.array([[float(s.cls.get(n, -1) == truth.cls[n]) for n in names["cls"]] for s in subs])
+    ids = {im["file_name"]: im["id"] for im in truth.det["images"]}
+    det = [[{"image_id": ids[d["image"]], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
+            for d in s.det if d["image"] in ids] for s in subs]
+    k = truth.seg_num_classes
+    seg = np.zeros((len(subs), len(names["seg"]), k, k), np.int64)
+    for j, name in enumerate(names["seg"]):
+        target = read_mask(truth.seg[name])  # read once for every row
+        for r, s in enumerate(subs):
+            if name not in s.seg or s.seg[name].shape != target.shape:
+                raise WorkbenchError(f"{truth.seg[name]}: row {r + 1} has no mask of the image's size for {name}")
+            seg[r, j] = confusion_matrix(s.seg[name], target, k, truth.ignore_index)
+    return {"cls": cls, "det": det, "seg": seg}
+
+
+def _task_resamples(task: str, material, truth: GroundTruth, idx: np.ndarray) -> np.ndarray:
+    """(R, B) metric of every row on each resample of one task's images."""
+    if task == "cls":
+        return bootstrap_means(material, idx)
+    if task == "seg":
+        return bootstrap_miou(material, idx)
+    return np.stack([map50_resamples(truth.det, dets, idx) for dets in material])
+
+
+def write_compare_csv(result: CompareResult, path: Path) -> None:
+    """One line per row: label, best (0/1), each metric, its difference from the best member and the
+    interval bounds of that difference (`<metric>_diff_low`, `<metric>_diff_high`)."""
+    best = result.row(result.best)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["label", "best", *COLUMNS]
+                    + [f"{m}_{part}" for m in COLUMNS for part in ("diff", "diff_low", "diff_high")])
+    for r in result.rows:
+        cells = [r.label, int(r.label == result.best), *(f"{r.metrics[m]:.6f}" for m in COLUMNS)]
+        for m in COLUMNS:
+            cells += [f"{r.diff(best, m):.6f}", f"{r.ci[m][0]:.6f}", f"{r.ci[m][1]:.6f}"]
+        writer.writerow(cells)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def write_compare_png(result: CompareResult, path: Path) -> None:
+    """Grouped bars (one group per metric, one bar per row). Each bar's error bar spans the best
+    member's value + the interval of (row - best): where it reaches the best member's value (the
+    dashed line), the difference is within noise."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, fine without a display
+
+    best = result.row(result.best)
+    metrics = list(COLUMNS)
+    n_rows = len(result.rows)
+    width = 0.8 / n_rows
+    fig = Figure(figsize=(2.0 + 1.6 * len(metrics) + 0.3 * n_rows, 4.5))
+    ax = fig.add_subplot()
+    for r, row in enumerate(result.rows):
+        x = np.arange(len(metrics)) + (r - (n_rows - 1) / 2) * width
+        heights = [row.metrics[m] for m in metrics]
+        label = row.label + (" (best)" if row.label == result.best else "")
+        ax.bar(x, heights, width * 0.9, label=label)
+        low = [best.metrics[m] + row.ci[m][0] for m in metrics]
+        high = [best.metrics[m] + row.ci[m][1] for m in metrics]
+        ax.vlines(x, low, high, color="black", linewidth=1)
+        ax.hlines(low + high, np.concatenate([x, x]) - width * 0.2, np.concatenate([x, x]) + width * 0.2,
+                  color="black", linewidth=1)
+    for g, m in enumerate(metrics):
+        ax.hlines(best.metrics[m], g - 0.45, g + 0.45, colors="grey", linestyles="dashed", linewidth=1)
+    ax.set_xticks(np.arange(len(metrics)), [COLUMNS[m] for m in metrics])
+    ax.set_ylabel(f"{result.split} value")
+    ax.set_title(f"{result.split}: bars = value; error bars = best member + {100 * result.level:g}% paired "
+                 f"bootstrap interval\nof (row - best) over {result.n_boot} image resamples; dashed = best member",
+                 fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+__all__ = ["CompareResult", "CompareRow", "compare_members", "write_compare_csv", "write_compare_png"]
