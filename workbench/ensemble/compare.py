@@ -252,7 +252,7 @@ def write_compare_png(result: CompareResult, path: Path) -> None:
     ax.set_title(f"{result.split}: bars = value; error bars = best member + {100 * result.level:g}% paired "
                  f"bootstrap interval\nof (row - best) over {result.n_boot} image resamples; dashed = best member",
                  fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
