@@ -71,6 +71,25 @@ def run_spec(run: str, data: str, spec: str) -> dict:
             "compare_s": compare_s, "disk": entry_sizes(folder, len(meta["images"]["seg"])), "views": meta["views"]}
 
 
+def findings(results: list[dict]) -> list[str]:
+    """Per task: the spec that moved the metric most, those that lowered it, and the single views
+    that score below the identity view."""
+    base, lines = results[0], []
+    for t in TASKS:
+        moved = [(r["final"][t] - base["final"][t], r) for r in results[1:]]
+        gain, best = max(moved, key=lambda x: x[0])
+        hurt = [f"`{r['spec']}` ({d:+.4f})" for d, r in moved if d < 0]
+        ratio = best["ms"][t] / max(1e-9, base["ms"][t])
+        lines.append(f"- {t}: best `{best['spec']}` {gain:+.4f} at {ratio:.1f}x the time; "
+                     f"lower than no TTA: {', '.join(hurt) or 'none'}.")
+        worse_views = sorted({label for r in results[1:] for label, m in r["rows"]
+                              if not label.startswith("fused") and label != "id" and METRICS[t] in m
+                              and m[METRICS[t]] < base["final"][t] - 1e-9})
+        if worse_views:
+            lines.append(f"  single views below the plain prediction for {t}: {', '.join(worse_views)}.")
+    return lines
+
+
 def report(results: list[dict], args, train_lines: list[str], seconds: float) -> str:
     base = results[0]
     out = [f"# TTA benchmark on {Path(args.data).parent.name} val", "",
@@ -88,6 +107,7 @@ def report(results: list[dict], args, train_lines: list[str], seconds: float) ->
         out.append(f"| `{r['spec']}` | " + " | ".join(cell(r["final"][t]) for t in TASKS) + " | "
                    + " | ".join(deltas) + f" | {times} | {r['disk']['total'] / 1e6:.1f} MB |")
     out += ["", "Time is the cached predict's per-task milliseconds per image (all views of the task, batched).", ""]
+    out += ["## Findings (from the numbers above)", "", *findings(results), ""]
     for r in results[1:]:
         out += [f"## `{r['spec']}` (entry `{r['key']}`)", "", *view_table(r["rows"]), ""]
     out += ["## Cache entries on disk", "", "| spec | cls.npz | det.npz | seg.npz | seg kB / image | total |",
