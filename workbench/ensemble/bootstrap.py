@@ -17,11 +17,10 @@ import io
 import warnings
 
 import numpy as np
-from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 # The copy / validation helpers of `map50`, reused so that both evaluate exactly the same input.
-from workbench.metrics.det import _build_gt, _build_results, _has_gt
+from workbench.metrics.det import _has_gt, evaluate_detections
 from workbench.metrics.seg import mean_iou
 
 
@@ -70,28 +69,6 @@ def bootstrap_miou(confusions: np.ndarray, idx: np.ndarray) -> np.ndarray:
     counts = resample_counts(idx, confusions.shape[1])  # (B, N)
     summed = np.einsum("bn,rnkl->rbkl", counts, confusions)  # (R, B, K, K), exact in int64
     return np.array([[mean_iou(cm) for cm in row] for row in summed], np.float64).reshape(summed.shape[:2])
-
-
-def evaluate_detections(gt: dict, detections: list[dict]) -> COCOeval | None:
-    """Run pycocotools' per-image matching (`COCOeval.evaluate`) once, silently.
-
-    Args:
-        gt: COCO ground truth, as for `workbench.metrics.det.map50`. Not modified.
-        detections: COCO results [{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}].
-    Returns:
-        The evaluated COCOeval (not accumulated), or None when there are no detections.
-    """
-    gt = _build_gt(gt)
-    results = _build_results(gt, detections)
-    if not results:
-        return None
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
-        evaluator.evaluate()
-    return evaluator
 
 
 def resample_map50(evaluator: COCOeval, idx: np.ndarray) -> np.ndarray:

@@ -62,8 +62,15 @@ def _build_results(gt: dict, detections: list[dict]) -> list[dict]:
     return results
 
 
-def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval | None:
-    """Evaluate, accumulate and summarise silently; None when there are no detections."""
+def evaluate_detections(gt: dict, detections: list[dict]) -> COCOeval | None:
+    """Run pycocotools' per-image matching (`COCOeval.evaluate`) once, silently.
+
+    Args:
+        gt: COCO ground truth, as for `map50`. Not modified.
+        detections: COCO results [{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}].
+    Returns:
+        The evaluated COCOeval (not accumulated), or None when there are no detections.
+    """
     gt = _build_gt(gt)
     results = _build_results(gt, detections)
     if not results:
@@ -72,11 +79,18 @@ def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval | None:
         coco_gt = COCO()
         coco_gt.dataset = gt
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(results)
-        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
         evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
+    return evaluator
+
+
+def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval | None:
+    """Evaluate, accumulate and summarise silently; None when there are no detections."""
+    evaluator = evaluate_detections(gt, detections)
+    if evaluator is not None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.accumulate()
+            evaluator.summarize()
     return evaluator
 
 
