@@ -1,0 +1,94 @@
+"""Ensemble benchmark: time `ensemble compare` and `ensemble search` with a warm cache, and report
+what the searched blend gains over the best member on val (search half, held-out half, bootstrap).
+
+    python bench/ensemble.py --data ../shared/data/traffic/dataset.yaml --out bench/ENSEMBLE.md MEMBER ...
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.ensemble.compare import compare_members
+from workbench.ensemble.members import member_predictions, parse_member
+from workbench.ensemble.search import SearchConfig, search_ensemble
+from workbench.fuse.det import fuse_boxes
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores, {model}, torch {torch.__version__}"
+
+
+def wbf_cost(members, data: str) -> tuple[float, float]:
+    """Mean ms per image of fusing all members' val boxes with WBF, and mean input boxes per image."""
+    preds = member_predictions(members, data, "val", "cpu")
+    names = list(preds[0].det)
+    t0 = time.perf_counter()
+    for n in names:
+        fuse_boxes([p.det[n] for p in preds])
+    boxes = np.mean([sum(len(p.det[n].scores) for p in preds) for n in names])
+    return 1000 * (time.perf_counter() - t0) / len(names), float(boxes)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("members", nargs="+")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--out", default="bench/ENSEMBLE.md")
+    parser.add_argument("--n-boot", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=10)
+    args = parser.parse_args(argv)
+    members = [parse_member(m) for m in args.members]
+    member_predictions(members, args.data, "val", "cpu")  # warm the cache: the timings below exclude prediction
+
+    t0 = time.perf_counter()
+    compared = compare_members(members, args.data, "val", args.n_boot, 0, "cpu")
+    compare_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    spec = search_ensemble(SearchConfig(tuple(members), args.data, rounds=args.rounds, device="cpu"))
+    search_s = time.perf_counter() - t0
+    wbf_ms, boxes = wbf_cost(members, args.data)
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    lines = [f"# Ensemble benchmark on {Path(args.data).parent.name} val", "",
+             f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", f"- machine: {machine()}",
+             f"- commit: {commit}",
+             f"- command: `python bench/ensemble.py --data {args.data} --out {args.out} {' '.join(args.members)}`", "",
+             "## Timings (cache warm)", "",
+             f"- `ensemble compare`, {len(members)} members + blend, {args.n_boot} bootstrap resamples: {compare_s:.1f} s",
+             f"- `ensemble search`, {args.rounds} rounds, fusion grid: {search_s:.1f} s for "
+             f"{spec.info['search']['blends_evaluated']} candidate blends",
+             f"- WBF of all members' boxes: {wbf_ms:.1f} ms per image ({boxes:.0f} input boxes per image)", "",
+             "## Compare (each member alone, the equal-weight blend)", "", "```", compared.to_table(), "```", "",
+             "## Search", "", "Chosen blend:", ""]
+    for task, tb in spec.tasks.items():
+        blend = " + ".join(f"{w:g} x `{m.label}`" for m, w in zip(tb.members, tb.weights))
+        extra = f" (fusion {tb.fusion.det_method}, iou {tb.fusion.iou_thr}, skip {tb.fusion.skip_box_thr})" if task == "det" else ""
+        lines.append(f"- {task}: {blend}{extra}")
+    lines += ["", "| task | best member | member: search half | blend: search half | member: held-out half | blend: held-out half |",
+              "|---|---|---|---|---|---|"]
+    for task, h in spec.info["halves"].items():
+        lines.append(f"| {task} | `{h['best_member']}` | {h['member_search']:.4f} | {h['blend_search']:.4f} | "
+                     f"{h['member_holdout']:.4f} | {h['blend_holdout']:.4f} |")
+    lines += ["", "Exact val scores (whole split; the blend was searched on half of it):", "",
+              "| row | Top-1 | mAP50 | mIoU | score |", "|---|---|---|---|---|"]
+    for label, m in spec.info["val"].items():
+        lines.append(f"| `{label}` | {m['cls_top1']:.4f} | {m['det_map50']:.4f} | {m['seg_miou']:.4f} | {m['score']:.4f} |")
+    text = "\n".join(lines) + "\n"
+    tmp = Path(args.out).with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
