@@ -149,3 +149,48 @@ def test_no_detections_and_no_ground_truth():
     assert got[0] == 0.0 and np.isnan(got[1])  # map50's rules: 0 with no detections, NaN with no box
     got = map50_resamples(gt, dets_of(DETS[:1]), np.array([[0, 0], [1, 1]]))
     assert got[0] == 1.0 and np.isnan(got[1])
+
+
+def random_case(rng: np.random.Generator, n_images: int = 12):
+    """Three categories, 0-4 boxes an image (some crowd), detections near and far from them with
+    distinct scores: enough matches, misses and ignored regions to exercise every branch."""
+    images, dets = [], []
+    for _ in range(n_images):
+        boxes, found = [], []
+        for _ in range(int(rng.integers(0, 5))):
+            cat, (x, y) = int(rng.integers(1, 4)), rng.uniform(0, 70, 2)
+            crowd = int(rng.random() < 0.15)
+            boxes.append((cat, [float(x), float(y), 25.0, 25.0], crowd))
+            if rng.random() < 0.7:
+                found.append((cat, [float(x + rng.normal(0, 4)), float(y + rng.normal(0, 4)), 25.0, 25.0]))
+        found += [(int(rng.integers(1, 4)), [float(v) for v in rng.uniform(0, 70, 2)] + [20.0, 20.0])
+                  for _ in range(int(rng.integers(0, 4)))]
+        images.append(boxes)
+        dets.append(found)
+    scores = iter(rng.permutation(1000)[:sum(map(len, dets))] / 1000 + 0.0005)
+    return images, [[(c, b, float(next(scores))) for c, b in found] for found in dets]
+
+
+def coco_of(images, dets, sample):
+    ims, anns = [], []
+    for new_id, i in enumerate(sample, start=1):
+        ims.append({"id": new_id, "width": 100, "height": 100})
+        anns += [{"image_id": new_id, "category_id": c, "bbox": b, "iscrowd": crowd} for c, b, crowd in images[i]]
+    results = [{"image_id": new_id, "category_id": c, "bbox": b, "score": s}
+               for new_id, i in enumerate(sample, start=1) for c, b, s in dets[i]]
+    cats = [{"id": k, "name": str(k)} for k in (1, 2, 3)]
+    return {"images": ims, "annotations": anns, "categories": cats}, results
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_accumulate_equals_pycocotools_on_duplicated_data(seed):
+    """Twenty random resamples of a random case, each against pycocotools' mAP50 of the data set that
+    really holds the drawn images (crowd boxes, multiple categories, misses and empty images)."""
+    rng = np.random.default_rng(seed)
+    images, dets = random_case(rng)
+    idx = resample_indices(len(images), 20, rng)
+    gt, results = coco_of(images, dets, range(len(images)))
+    got = map50_resamples(gt, results, idx)
+    for b, sample in enumerate(idx):
+        expected = map50(*coco_of(images, dets, sample))
+        assert got[b] == pytest.approx(expected, abs=1e-12) or (np.isnan(got[b]) and np.isnan(expected))

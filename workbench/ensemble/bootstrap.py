@@ -7,13 +7,11 @@ intervals of each row alone. Each task has its own images, hence its own resampl
 
 Metric math is never redone here: Top-1 is a mean of per-image correctness, mIoU comes from summed
 per-image confusion matrices through `workbench.metrics.seg`, mAP50 from pycocotools' own
-`COCOeval.accumulate` on re-indexed per-image results (`map50_resamples`).
+`COCOeval.evaluate` run once, then `accumulate()`'s arithmetic weighted by how often each image is
+drawn (`resample_map50`, checked against pycocotools on really duplicated data).
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
 import warnings
 
 import numpy as np
@@ -75,12 +73,16 @@ def resample_map50(evaluator: COCOeval, idx: np.ndarray) -> np.ndarray:
     """mAP50 of each resample from an evaluated COCOeval, without matching boxes again.
 
     Boxes are matched within their image only, so the per-image results of `evaluate()`
-    (`evalImgs`, ordered category k, area range a, image i) stay valid for any list of images:
-    for each resample the list is rebuilt for the drawn images (a duplicated image brings its
-    detections, matches and ground truth twice, like a copy of it under a new id) and pycocotools'
-    `accumulate()` turns it into the precision curve. Only IoU 0.5, area "all" and maxDets 100
-    are kept, the entry `summarize()` reads for stats[1], so each accumulate is 10 x 4 x 3 times
-    cheaper than the full one.
+    (`evalImgs`, ordered category k, area range a, image i) stay valid for any list of images: a
+    resample that draws an image c times is the data set holding c copies of it (its detections,
+    matches and ground truth c times). For each category the detections of all images are sorted
+    once, as `accumulate()` sorts them (stable, by descending score, at most 100 per image), and every
+    resample weighs them by how often their image was drawn: weighted cumulative true and false
+    positives, pycocotools' precision envelope and its 101 recall thresholds, all resamples at once.
+    This is `accumulate()`'s arithmetic for IoU 0.5, area "all", maxDets 100 (the entry `summarize()`
+    reads for stats[1]) on B resamples in one pass; it equals pycocotools on really duplicated data
+    (tests/ensemble/test_bootstrap.py) except that detections of equal score in different images
+    keep the original image order rather than the resample's.
 
     Args:
         evaluator: a COCOeval after `evaluate()` with the default bbox parameters.
@@ -94,35 +96,43 @@ def resample_map50(evaluator: COCOeval, idx: np.ndarray) -> np.ndarray:
     if pe.maxDets[-1] != 100:
         raise ValueError(f"resample_map50: expected maxDets ending in 100, got {pe.maxDets}")
     n_img, n_area = len(pe.imgIds), len(pe.areaRng)
-    cat_ids = pe.catIds if pe.useCats else [-1]
-    # table[k][i]: image i's result for category k at area "all", reduced to IoU 0.5 (T = 1).
-    table = []
-    for k in range(len(cat_ids)):
-        row = []
+    counts = resample_counts(np.asarray(idx), n_img).astype(np.float64)  # (B, I)
+    rec_thrs = np.asarray(pe.recThrs, np.float64)
+    # precision[b, r, k] at recall threshold r, laid out as COCOeval's eval["precision"][t, :, :, a, m]
+    precision_at = np.full((len(counts), len(rec_thrs), len(pe.catIds) if pe.useCats else 1), -1.0)
+    for k in range(precision_at.shape[2]):
+        scores, image, tp, fp, n_gt = [], [], [], [], np.zeros(n_img)
         for i in range(n_img):
             e = evaluator.evalImgs[k * n_area * n_img + a * n_img + i]
-            row.append(None if e is None else {**e, "dtMatches": e["dtMatches"][t:t + 1],
-                                               "dtIgnore": e["dtIgnore"][t:t + 1]})
-        table.append(row)
-    params = copy.copy(pe)
-    params.iouThrs = np.array([0.5])
-    params.areaRng, params.areaRngLbl, params.maxDets = [pe.areaRng[a]], ["all"], [100]
-    work = copy.copy(evaluator)
-    work.params = work._paramsEval = params
-    image_ids = np.asarray(pe.imgIds)
-    out = np.empty(len(idx), np.float64)
-    with contextlib.redirect_stdout(io.StringIO()):
-        for b, sample in enumerate(np.asarray(idx)):
-            sample = sample.tolist()
-            # accumulate() finds image n of category k at evalImgs[k * A * I + n] (A = 1 here) and
-            # keeps the images whose id is in _paramsEval.imgIds: all of them, duplicates included.
-            params.imgIds = image_ids[sample].tolist()
-            work.evalImgs = [table[k][i] for k in range(len(cat_ids)) for i in sample]
-            work.accumulate()
-            precision = work.eval["precision"][0, :, :, 0, 0]  # (R recall points, K categories)
-            valid = precision[precision > -1]
-            out[b] = float(valid.mean()) if valid.size else float("nan")
-    return out
+            if e is None:
+                continue
+            s = np.asarray(e["dtScores"][:100], np.float64)
+            order = np.argsort(-s, kind="mergesort")
+            matched = np.asarray(e["dtMatches"])[t, :100][order] != 0
+            ignored = np.asarray(e["dtIgnore"])[t, :100][order].astype(bool)
+            scores.append(s[order])
+            image.append(np.full(len(s), i))
+            tp.append(matched & ~ignored)
+            fp.append(~matched & ~ignored)
+            n_gt[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+        npig = counts @ n_gt  # (B,)
+        has_gt = npig > 0
+        if not scores:
+            precision_at[has_gt, :, k] = 0.0
+            continue
+        order = np.argsort(-np.concatenate(scores), kind="mergesort")
+        weights = counts[:, np.concatenate(image)[order]]  # (B, D)
+        tp_sum = np.cumsum(weights * np.concatenate(tp)[order], axis=1)
+        fp_sum = np.cumsum(weights * np.concatenate(fp)[order], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            recall = tp_sum / npig[:, None]
+        precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
+        envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+        for b in np.flatnonzero(has_gt):
+            at = np.searchsorted(recall[b], rec_thrs, side="left")
+            precision_at[b, :, k] = np.where(at < envelope.shape[1], envelope[b, np.minimum(at, envelope.shape[1] - 1)], 0.0)
+    # summarize(): the mean of the entries > -1, NaN (our rule for "no ground truth") where none
+    return np.array([p[p > -1].mean() if (p > -1).any() else np.nan for p in precision_at], np.float64)
 
 
 def map50_resamples(gt: dict, detections: list[dict], idx: np.ndarray) -> np.ndarray:
