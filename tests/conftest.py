@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from workbench.data.synth import make_synth_dataset
-from workbench.train.joint import TrainConfig, train_joint
+from workbench.train.trainer import TrainConfig, train as train_joint
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TRAFFIC = SHARED / "data" / "traffic" / "dataset.yaml"

@@ -90,38 +90,135 @@ def data_check(dataset):
 
 
 # -- train -----------------------------------------------------------------------------------
-@main.group()
-def train():
-    """Train a run (recipes: joint)."""
+def parse_task_map(value: str | None, option: str, convert=float) -> dict | None:
+    """'cls=1,det=2.5' -> {"cls": 1.0, "det": 2.5}; None stays None."""
+    if not value:
+        return None
+    out = {}
+    try:
+        for part in value.split(","):
+            task, item = (x.strip() for x in part.split("="))
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}")
+            out[task] = convert(item)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r}: expected TASK=VALUE[,TASK=VALUE] ({e})", param_hint=option) from None
+    return out
+
+
+def recipe_options(f):
+    """The options every training recipe shares."""
+    options = [
+        click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml"),
+        click.option("--epochs", default=10, show_default=True),
+        click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32)."),
+        click.option("--batch-size", help="Batch size: N for every task, or cls=N,det=N,seg=N."),
+        click.option("--lr", default=2e-3, show_default=True),
+        click.option("--backbone-lr-scale", default=1.0, show_default=True,
+                     help="Backbone learning rate = lr x this (e.g. 0.1 when fine-tuning pretrained weights)."),
+        click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: one pass of the largest task)."),
+        click.option("--sampling", type=click.Choice(["round-robin", "proportional"]), default="round-robin", show_default=True,
+                     help="round-robin: a batch of every task each step; proportional: one task a step, by data set size."),
+        click.option("--task-steps", help="Per-task budget of batches, e.g. cls=200,det=800: a task stops early, the others go on."),
+        click.option("--balance", default="fixed", show_default=True,
+                     help="Loss balancing: fixed, magnitude (losses within --balance-ratio), uncertainty (Kendall et al.), pcgrad."),
+        click.option("--loss-weights", help="Fixed loss weights, e.g. cls=1,det=2,seg=1."),
+        click.option("--balance-ratio", default=10.0, show_default=True, help="magnitude: largest / smallest weighted loss."),
+        click.option("--clip", type=click.Choice(["none", "global", "task"]), default="none", show_default=True,
+                     help="Gradient clipping: global norm, or task-level backbone-oriented (each task clipped, rescaled to one norm)."),
+        click.option("--clip-norm", default=1.0, show_default=True),
+        click.option("--accum", default=1, show_default=True, help="Batches accumulated per optimizer step."),
+        click.option("--ema", default=0.0, show_default=True, help="EMA decay of the weights, e.g. 0.999 (0: off); saved as ema.safetensors."),
+        click.option("--class-balance", help="Class imbalance per task: cls=sample|loss, det=sample, seg=loss."),
+        click.option("--augment", help="Per-task augmentation, e.g. 'det=hflip+scale:0.75:1.25+colour:0.2,cls=none' (default: built-in)."),
+        click.option("--keep-top", default=3, show_default=True, help="Best checkpoints kept for `wb train avg`."),
+        click.option("--checkpoint-every", type=int, help="Optimizer steps between resume checkpoints (default: each epoch)."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ..."),
+        click.option("--name", help="Run id (default: <recipe>-<backbone>-<time>)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def run_recipe(recipe: str, tasks, backbone, pretrained, norm, from_run, kw) -> None:
+    from workbench.train.trainer import DEFAULT_BATCH, DEFAULT_SIZES, TrainConfig, train as train_run
+    overwrite = kw.pop("overwrite")
+    config = TrainConfig(
+        data=kw.pop("data_path"), recipe=recipe, tasks=tasks, backbone=backbone, pretrained=pretrained, from_run=from_run,
+        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size"),
+        batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
+        task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
+        loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),
+        class_balance=parse_task_map(kw.pop("class_balance"), "--class-balance", str),
+        **parse_norm(norm), **kw)
+    report_run(train_run(config, overwrite=overwrite))
+
+
+def report_run(run_dir: Path) -> None:
+    info = json.loads((run_dir / "run.json").read_text())
+    best = info["best"]
+    click.echo(f"run {run_dir} ({info['wall_time_s']} s); best on val ({best.get('source')}, epoch {best['epoch']}):")
+    click.echo(format_table([(run_dir.name, best)], "run"))
+
+
+@main.group(invoke_without_command=True)
+@click.option("--resume", "resume_run", metavar="RUN", help="Continue an interrupted run from its last checkpoint.")
+@click.pass_context
+def train(ctx, resume_run):
+    """Train a run: joint, single, headft; average checkpoints: avg; continue: --resume RUN."""
+    if ctx.invoked_subcommand is None:
+        if not resume_run:
+            click.echo(ctx.get_help())
+            return
+        from workbench.train.trainer import resume
+        report_run(resume(resume_run))
+    elif resume_run:
+        raise click.UsageError("--resume takes no recipe: `wb train --resume RUN`")
 
 
 @train.command("joint")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
 @click.option("--backbone", required=True, help="Any timm model name with features_only support.")
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32).")
-@click.option("--batch-size", help="Batch size: N for every task, or cls=N,det=N,seg=N.")
-@click.option("--lr", default=2e-3, show_default=True)
 @click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5 (default: timm's for the backbone).")
-@click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: the largest task's batches).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ...")
-@click.option("--name", help="Run id (default: joint-<backbone>-<time>).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name.")
-def train_joint_cmd(data_path, backbone, epochs, img_size, batch_size, lr, pretrained, norm, steps_per_epoch, seed,
-                    device, name, overwrite):
-    """Train all three tasks on one backbone: each step takes a batch of every task."""
-    from workbench.train.joint import DEFAULT_BATCH, DEFAULT_SIZES, TrainConfig, train_joint
-    config = TrainConfig(data=data_path, backbone=backbone, epochs=epochs,
-                         img_size=parse_per_task(img_size, DEFAULT_SIZES, "--img-size"),
-                         batch_size=parse_per_task(batch_size, DEFAULT_BATCH, "--batch-size"), lr=lr,
-                         pretrained=pretrained, steps_per_epoch=steps_per_epoch, seed=seed, device=device, name=name,
-                         **parse_norm(norm))
-    run_dir = train_joint(config, overwrite=overwrite)
-    info = json.loads((run_dir / "run.json").read_text())
-    click.echo(f"run {run_dir} ({info['wall_time_s']} s); best epoch {info['best']['epoch']} on val:")
-    click.echo(format_table([(run_dir.name, info["best"])], "run"))
+@recipe_options
+def train_joint_cmd(backbone, pretrained, norm, **kw):
+    """All three tasks on one backbone."""
+    run_recipe("joint", ("cls", "det", "seg"), backbone, pretrained, norm, None, kw)
+
+
+@train.command("single")
+@click.option("--task", type=click.Choice(TASKS), required=True)
+@click.option("--backbone", required=True, help="Any timm model name with features_only support.")
+@click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
+@click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5.")
+@recipe_options
+def train_single_cmd(task, backbone, pretrained, norm, **kw):
+    """One task alone: the baseline every comparison needs."""
+    run_recipe("single", (task,), backbone, pretrained, norm, None, kw)
+
+
+@train.command("headft")
+@click.option("--from", "from_run", required=True, metavar="RUN", help="The joint run whose heads are fine-tuned.")
+@click.option("--tasks", default="cls,det,seg", show_default=True, help="Heads to fine-tune.")
+@recipe_options
+def train_headft_cmd(from_run, tasks, **kw):
+    """Freeze a run's backbone and neck; fine-tune each head on its own data (best epoch per head)."""
+    run_recipe("headft", tuple(t.strip() for t in tasks.split(",")), None, None, None, from_run, kw)
+
+
+@train.command("avg")
+@click.argument("run")
+@click.option("--top", default=3, show_default=True, help="How many of the best checkpoints to average.")
+@click.option("--name", help="Run id (default: <run>-avg<K>).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--overwrite", is_flag=True)
+def train_avg_cmd(run, top, name, device, overwrite):
+    """Average RUN's K best checkpoints (by val score) into a new run."""
+    from workbench.train.average import average_run
+    report_run(average_run(run, top=top, name=name, device=device, overwrite=overwrite))
 
 
 # -- predict ---------------------------------------------------------------------------------
@@ -263,6 +360,11 @@ def score_cmd(submissions, data_path, as_json):
         click.echo(json.dumps(payload))
     else:
         click.echo(format_table(results, "test"))
+
+
+from workbench.runs_table import runs_command  # noqa: E402  (`wb runs`)
+
+main.add_command(runs_command, "runs")
 
 
 def run():

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from workbench.data.augment import DEFAULT_AUGMENT
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
 from workbench.data.spec import ClsSample, DetSample, SegSample
 from workbench.errors import DataError
@@ -44,7 +45,7 @@ def test_det_item_by_hand(det_sample):
 
 
 def test_det_flip_moves_boxes_with_the_image(det_sample):
-    ds = DetDataset([det_sample], SIZE, category_ids=[3, 7], train=True, seed=0)
+    ds = DetDataset([det_sample], SIZE, category_ids=[3, 7], augment=DEFAULT_AUGMENT["det"])
     s = SIZE / 80
     seen = set()
     for _ in range(12):
@@ -57,7 +58,7 @@ def test_det_flip_moves_boxes_with_the_image(det_sample):
 
 
 def test_det_image_without_boxes(tmp_path):
-    ds = DetDataset([DetSample(write_rect_image(tmp_path / "b.png"), 80, 40)], SIZE, category_ids=[3], train=True)
+    ds = DetDataset([DetSample(write_rect_image(tmp_path / "b.png"), 80, 40)], SIZE, category_ids=[3], augment=DEFAULT_AUGMENT["det"])
     images, boxes, labels = collate_det([ds[0], ds[0]])
     assert images.shape == (2, 3, SIZE, SIZE)
     assert [b.shape for b in boxes] == [(0, 4), (0, 4)] and [len(l) for l in labels] == [0, 0]
@@ -74,7 +75,7 @@ def seg_sample(tmp_path):
 
 def test_seg_mask_aligned_and_padded(seg_sample):
     for train in (False, True):
-        ds = SegDataset([seg_sample], SIZE, ignore_index=255, train=train, seed=0)
+        ds = SegDataset([seg_sample], SIZE, ignore_index=255, augment=DEFAULT_AUGMENT["seg"] if train else None)
         for _ in range(6 if train else 1):
             image, mask = ds[0]
             assert mask.dtype == torch.int64 and mask.shape == (SIZE, SIZE)
@@ -90,7 +91,7 @@ def test_seg_flip_is_applied(tmp_path):
     mask = np.zeros((40, 80), np.uint8)
     mask[:, :10] = 1  # a left stripe: flipped it is on the right
     Image.fromarray(mask).save(tmp_path / "m.png")
-    ds = SegDataset([SegSample(write_rect_image(tmp_path / "a.png"), tmp_path / "m.png")], SIZE, train=True, seed=0)
+    ds = SegDataset([SegSample(write_rect_image(tmp_path / "a.png"), tmp_path / "m.png")], SIZE, augment=DEFAULT_AUGMENT["seg"])
     sides = {int((ds[0][1][:32, :8] == 1).all()) for _ in range(12)}
     assert sides == {0, 1}
 
@@ -111,7 +112,10 @@ def test_cls_dataset_resizes_and_augments_reproducibly(tmp_path):
     sample = ClsSample(write_rect_image(tmp_path / "c.png"), label=3)
     image, label = ClsDataset([sample], 32)[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and label == 3
-    a = [ClsDataset([sample], 32, train=True, seed=5)[0][0] for _ in range(2)]
+    ds = ClsDataset([sample], 32, augment=DEFAULT_AUGMENT["cls"])
+    a = []
+    for _ in range(2):
+        torch.manual_seed(5)  # the trainer reseeds torch's generator each step
+        a.append(ds[0][0])
     assert torch.equal(a[0], a[1])  # same seed, same augmentation
-    ds = ClsDataset([sample], 32, train=True, seed=5)
     assert not all(torch.equal(ds[0][0], image) for _ in range(4))

@@ -1,9 +1,11 @@
 """Torch datasets of the three tasks, at the network's input size.
 
 Images are decoded and resized once, then kept in memory as uint8 (the real benchmark is ~90 MB of
-JPEG; at training sizes it is a few hundred MB at most). Training augmentation works on the cached
-canvases: horizontal flip for det and seg (boxes and masks follow), a small shift and photometric
-jitter for cls (no flip: mirrored signs change meaning, e.g. "keep left" vs "keep right").
+JPEG; at training sizes it is a few hundred MB at most). Training augmentation (`augment`, one
+`workbench.data.augment.Augment` per data set; defaults: flip + colour for det and seg, shift + colour
+for cls, whose mirrored signs change meaning) works on the cached canvases and moves boxes and masks
+with the image. Its random draws come from torch's global generator, which the trainer reseeds
+every step: a resumed run repeats them.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from workbench.data.augment import DEFAULT_AUGMENT, Augment, augment_cls, augment_det, augment_seg
 from workbench.data.spec import ClsSample, DetSample, SegSample, read_image, read_mask
 from workbench.errors import DataError
 from workbench.data.transforms import letterbox_image, letterbox_mask, resize_square, xywh_to_xyxy
@@ -22,22 +25,12 @@ def _to_tensor(canvas: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(canvas)).permute(2, 0, 1)  # (3, S, S) uint8
 
 
-def _jitter_colour(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random brightness and contrast on a (3, S, S) uint8 image."""
-    b, c = (torch.rand(2, generator=gen) * 0.4 + 0.8).tolist()
-    x = image.float()
-    mean = x.mean()
-    x = (x - mean) * c + mean * b
-    return x.clamp(0, 255).to(torch.uint8)
-
-
 class ClsDataset(Dataset):
     """Classification crops resized to (size, size). Items: (image (3,S,S) uint8, label int)."""
 
-    def __init__(self, samples: Sequence[ClsSample], size: int, train: bool = False, seed: int = 0):
-        self.samples, self.size, self.train = list(samples), size, train
+    def __init__(self, samples: Sequence[ClsSample], size: int, augment: Augment | None = None):
+        self.samples, self.size, self.augment = list(samples), size, augment
         self._cache: dict[int, torch.Tensor] = {}
-        self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -49,11 +42,8 @@ class ClsDataset(Dataset):
 
     def __getitem__(self, i: int):
         image = self.image(i)
-        if self.train:
-            shift = max(1, self.size // 8)
-            dy, dx = (torch.randint(-shift, shift + 1, (2,), generator=self._gen)).tolist()
-            image = torch.roll(image, shifts=(dy, dx), dims=(1, 2))
-            image = _jitter_colour(image, self._gen)
+        if self.augment is not None:
+            image = augment_cls(image, self.augment)
         return image, self.samples[i].label
 
 
@@ -66,11 +56,10 @@ class DetDataset(Dataset):
     """
 
     def __init__(self, samples: Sequence[DetSample], size: int, category_ids: Sequence[int],
-                 train: bool = False, seed: int = 0):
-        self.samples, self.size, self.train = list(samples), size, train
+                 augment: Augment | None = None):
+        self.samples, self.size, self.augment = list(samples), size, augment
         self.index = {c: i for i, c in enumerate(category_ids)}
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,12 +75,8 @@ class DetDataset(Dataset):
 
     def __getitem__(self, i: int):
         image, boxes, labels = self.item(i)
-        if self.train:
-            if torch.rand(1, generator=self._gen).item() < 0.5:
-                image = image.flip(-1)
-                boxes = boxes.clone()
-                boxes[:, [0, 2]] = self.size - boxes[:, [2, 0]]
-            image = _jitter_colour(image, self._gen)
+        if self.augment is not None:
+            image, boxes, labels = augment_det(image, boxes, labels, self.augment)
         return image, boxes, labels
 
 
@@ -99,10 +84,9 @@ class SegDataset(Dataset):
     """Letterboxed segmentation images. Items: (image (3,S,S) uint8, mask (S,S) int64, padding = ignore)."""
 
     def __init__(self, samples: Sequence[SegSample], size: int, ignore_index: int = 255,
-                 train: bool = False, seed: int = 0):
-        self.samples, self.size, self.train, self.ignore_index = list(samples), size, train, ignore_index
+                 augment: Augment | None = None):
+        self.samples, self.size, self.augment, self.ignore_index = list(samples), size, augment, ignore_index
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
-        self._gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -130,10 +114,8 @@ class SegDataset(Dataset):
 
     def __getitem__(self, i: int):
         image, mask, _ = self.item(i)
-        if self.train:
-            if torch.rand(1, generator=self._gen).item() < 0.5:
-                image, mask = image.flip(-1), mask.flip(-1)
-            image = _jitter_colour(image, self._gen)
+        if self.augment is not None:
+            image, mask = augment_seg(image, mask, self.augment, self.ignore_index)
         return image, mask
 
 
@@ -143,10 +125,16 @@ def collate_det(batch):
     return torch.stack(images), list(boxes), list(labels)
 
 
-def build_datasets(spec, split: str, sizes: dict[str, int], train: bool = False, seed: int = 0) -> dict:
-    """The three task datasets {"cls", "det", "seg"} of a DatasetSpec's split at the given input sizes."""
+def build_datasets(spec, split: str, sizes: dict[str, int], train: bool = False,
+                   augment: dict[str, Augment] | None = None) -> dict:
+    """The three task datasets {"cls", "det", "seg"} of a DatasetSpec's split at the given input sizes.
+
+    Args:
+        train: augment the items (with `augment`, task -> Augment; default DEFAULT_AUGMENT).
+    """
+    aug = (augment or DEFAULT_AUGMENT) if train else {}
     return {
-        "cls": ClsDataset(spec.cls_samples(split), sizes["cls"], train, seed),
-        "det": DetDataset(spec.det_samples(split), sizes["det"], spec.det_category_ids, train, seed),
-        "seg": SegDataset(spec.seg_samples(split), sizes["seg"], spec.ignore_index, train, seed),
+        "cls": ClsDataset(spec.cls_samples(split), sizes["cls"], aug.get("cls")),
+        "det": DetDataset(spec.det_samples(split), sizes["det"], spec.det_category_ids, aug.get("det")),
+        "seg": SegDataset(spec.seg_samples(split), sizes["seg"], spec.ignore_index, aug.get("seg")),
     }

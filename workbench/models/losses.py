@@ -8,16 +8,19 @@ from torchvision.ops import batched_nms
 from workbench.models.model import DET_STRIDE
 
 
-def cls_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
-    """Cross-entropy. logits (B, K), labels (B,) int."""
-    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+def cls_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy. logits (B, K), labels (B,) int; weight: optional (K,) class weights."""
+    return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
 
 
-def seg_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy at full resolution. logits (B, K, H/4, W/4), masks (B, H, W) with ignore_index."""
+def seg_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
+             weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy at full resolution. logits (B, K, H/4, W/4), masks (B, H, W) with ignore_index;
+    weight: optional (K,) class weights."""
     up = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
     if (masks != ignore_index).any():
-        return F.cross_entropy(up, masks, ignore_index=ignore_index)
+        return F.cross_entropy(up, masks, weight=weight, ignore_index=ignore_index)
     return up.sum() * 0.0  # a batch of ignore-only masks: no signal, keep the graph
 
 

@@ -47,6 +47,53 @@ class ModelConfig:
         return cls(**d)
 
 
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file as a state dict: safetensors, or a torch file loaded with weights_only=True
+    (a {"state_dict": ...}, {"model": ...} or {"state_dict_ema": ...} wrapper is unwrapped)."""
+    if not path.is_file():
+        raise RunError(f"{path}: pretrained weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RunError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
+    for key in ("state_dict_ema", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise RunError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_pretrained(name: str, path: Path) -> None:
+    """Refuse a weights file that does not fit the backbone, listing the keys that do not match.
+
+    timm loads feature extractors leniently: a file of a deeper sibling (efficientnet_lite0 weights for
+    efficientnet_lite1) would leave blocks at random initialisation without a word. Every parameter and
+    buffer of the timm model (its classifier excepted) must be in the file with the same shape.
+    """
+    state = read_state_dict(path)
+    try:
+        reference = timm.create_model(name).state_dict()
+    except RuntimeError as e:
+        raise RunError(f"backbone {name!r}: {str(e).splitlines()[0]}") from None
+    classifier = timm.create_model(name, pretrained=False).pretrained_cfg.get("classifier") or ()
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    expected = {k: v for k, v in reference.items()
+                if not any(k.startswith(h + ".") for h in heads) and not k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                    if k in state and state[k].shape != v.shape)
+    if missing or shapes:
+        unexpected = sorted(set(state) - set(reference))
+        parts = [f"{len(missing)} missing ({', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})" if missing else "",
+                 f"{len(shapes)} of another shape (file vs model: {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''})" if shapes else "",
+                 f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''})" if unexpected else ""]
+        raise RunError(f"{path}: weights do not fit {name}: " + "; ".join(p for p in parts if p))
+
+
 def create_backbone(name: str, pretrained: str | None) -> nn.Module:
     """timm feature extractor; `pretrained` is a local file (safetensors / state dict), "timm", or None."""
     kwargs: dict = {"features_only": True}
@@ -54,8 +101,7 @@ def create_backbone(name: str, pretrained: str | None) -> nn.Module:
         kwargs["pretrained"] = True
     elif pretrained:
         path = Path(pretrained)
-        if not path.is_file():
-            raise RunError(f"{path}: pretrained weights file not found")
+        check_pretrained(name, path)
         kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path.resolve())})
     try:
         return timm.create_model(name, **kwargs)

@@ -9,7 +9,7 @@ import yaml
 from safetensors.torch import load_file
 
 from workbench.errors import RunError
-from workbench.train.joint import TrainConfig, lr_factor, train_joint
+from workbench.train.trainer import TrainConfig, lr_factor, train as train_joint
 
 from tests.conftest import tiny_train_config
 

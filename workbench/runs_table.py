@@ -1,0 +1,145 @@
+"""The runs table: one row per run folder under `runs/`, read from each folder's run.json.
+
+`collect_runs` is the library function; `runs_command` is the thin `wb runs` command around it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from workbench.errors import RunError
+from workbench.io import read_json
+
+METRICS = ("cls_top1", "det_map50", "seg_miou", "score")
+COLUMNS = ("run", "kind", "parents", "backbone", "status", *METRICS, "wall_time_s", "created")
+
+
+def read_run_info(path: Path) -> dict:
+    """Read a run.json; raise RunError naming the file if it is not a readable JSON object.
+
+    Args:
+        path: the run.json file.
+    Returns:
+        The parsed object.
+    """
+    try:
+        info = read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: cannot read run.json ({e})") from None
+    if not isinstance(info, dict):
+        raise RunError(f"{path}: run.json holds a {type(info).__name__}, expected an object")
+    return info
+
+
+def read_metric(best: dict, key: str, path: Path) -> float:
+    """One metric of run.json's "best" as a float; NaN when the run does not report it."""
+    value = best.get(key)
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise RunError(f"{path}: best.{key} is {value!r}, expected a number") from None
+
+
+def build_run_row(run_dir: Path, info: dict) -> dict:
+    """Turn one run.json into a table row.
+
+    Args:
+        run_dir: the run folder (its name is the run id users pass to other commands).
+        info: the folder's run.json.
+    Returns:
+        A dict with the keys of COLUMNS; metrics absent from "best" (or "best" null) are NaN.
+    """
+    path = run_dir / "run.json"
+    best = info.get("best") or {}
+    if not isinstance(best, dict):
+        raise RunError(f"{path}: best is {best!r}, expected an object or null")
+    wall = info.get("wall_time_s")
+    return {"run": run_dir.name, "kind": info.get("kind"), "parents": ",".join(map(str, info.get("parents") or [])),
+            "backbone": info.get("backbone"), "status": info.get("status"),
+            **{key: read_metric(best, key, path) for key in METRICS},
+            "wall_time_s": math.nan if wall is None else float(wall), "created": info.get("created")}
+
+
+def uses_data(info: dict, data: Path) -> bool:
+    """True when run.json's "data" names the same file as `data` (an already resolved path)."""
+    return bool(info.get("data")) and Path(info["data"]).resolve() == data
+
+
+def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
+    """Tabulate every run folder under runs_dir.
+
+    Folders without a run.json (and hidden temporary folders) are skipped; a run.json that is not
+    valid JSON raises RunError naming it.
+
+    Args:
+        runs_dir: the folder holding run folders; a missing folder gives an empty table.
+        data: keep only runs whose run.json "data" resolves to this dataset.yaml.
+    Returns:
+        One row per run in folder-name order, columns COLUMNS; metric columns are floats, NaN
+        where the run does not report the metric (single-task runs, runs without a best epoch yet).
+    """
+    runs_dir = Path(runs_dir)
+    wanted = Path(data).resolve() if data is not None else None
+    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+        if runs_dir.is_dir() else []
+    rows = []
+    for folder in folders:
+        if not (folder / "run.json").is_file():
+            continue
+        info = read_run_info(folder / "run.json")
+        if wanted is None or uses_data(info, wanted):
+            rows.append(build_run_row(folder, info))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    float_columns = [*METRICS, "wall_time_s"]
+    table[float_columns] = table[float_columns].astype(float)
+    return table
+
+
+def sort_runs(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Sort by one column: metrics best first (descending), other columns ascending; NaN/None last.
+
+    Args:
+        table: a collect_runs table.
+        column: one of COLUMNS.
+    Returns:
+        The sorted table (stable: ties keep folder order), index renumbered.
+    """
+    descending = column in METRICS
+    return table.sort_values(column, ascending=not descending, kind="mergesort",
+                             na_position="last").reset_index(drop=True)
+
+
+def format_runs(table: pd.DataFrame) -> str:
+    """The table as aligned plain text: floats with 4 decimals, missing values as '-', no index."""
+    return table.to_string(index=False, float_format=lambda x: f"{x:.4f}", na_rep="-")
+
+
+def table_records(table: pd.DataFrame) -> list[dict]:
+    """The table as a list of JSON-ready dicts, one per run, NaN turned into None."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in table.astype(object).to_dict(orient="records")]
+
+
+@click.command("runs")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder holding the run folders.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="Only runs trained on this dataset.yaml.")
+@click.option("--sort", "sort_by", type=click.Choice(COLUMNS), default="score", show_default=True,
+              help="Column to sort by (metrics: best first).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records instead of a table.")
+def runs_command(runs_dir, data_path, sort_by, as_json):
+    """List the runs with their best val metrics, kind, parents and status."""
+    table = sort_runs(collect_runs(Path(runs_dir), data_path), sort_by)
+    if as_json:
+        click.echo(json.dumps(table_records(table), allow_nan=False))
+    elif table.empty:
+        click.echo(f"no runs in {runs_dir}" + (f" on {data_path}" if data_path else ""))
+    else:
+        click.echo(format_runs(table))

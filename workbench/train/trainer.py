@@ -1,0 +1,569 @@
+"""Training recipes: `single` (one task), `joint` (all tasks on one backbone), `headft` (heads of a
+joint run fine-tuned on its frozen backbone); resumable from any kill.
+
+`train(config)` starts a run, `resume(run_dir)` continues an interrupted one. Both leave a complete
+run folder:
+
+    runs/<id>/config.yaml      the TrainConfig (rebuilds the run)
+              run.json         kind, parents, tasks, status, best val metrics, per-task bests, checkpoints
+              model.safetensors  the best weights by val score (raw or EMA, whichever scored higher)
+              ema.safetensors  the EMA copy's best weights (with --ema)
+              checkpoints/     the top-k epochs by val score (for `wb train avg`)
+              metrics.csv      one row per epoch; steps.csv one row per optimizer step
+              curves.png       training curves
+              state.pt         everything a resume needs (model, EMA, optimizer, scheduler, balancer,
+                               sampler positions, step), rewritten atomically at every checkpoint
+
+Determinism: every random draw of a step (augmentation, task choice, PCGrad order) comes from
+generators seeded by (seed, step), and each task's sampler is a function of (seed, task, pass), so a
+run resumed from its last checkpoint repeats the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import shutil
+import time
+import zlib
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from timm.utils import ModelEmaV3
+from tqdm import tqdm
+
+from workbench.data.loaders import build_datasets, collate_det
+from workbench.data.spec import TASKS, DatasetSpec
+from workbench.errors import RunError
+from workbench.io import atomic_path, read_json, write_json, write_text, write_yaml
+from workbench.metrics.scoring import METRICS, score, split_ground_truth
+from workbench.models.inference import merge_tasks, predict_all
+from workbench.models.losses import cls_loss, det_loss, seg_loss
+from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
+from workbench.predictions import Predictions, to_submission
+from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
+from workbench.train.balancing import BALANCERS, CLIP_MODES, clip_task_gradients, make_balancer
+from workbench.train.streams import SAMPLING, TaskStream, make_batch, step_tasks
+
+DEFAULT_SIZES = {"cls": 64, "det": 128, "seg": 128}
+DEFAULT_BATCH = {"cls": 32, "det": 8, "seg": 8}
+RECIPES = ("joint", "single", "headft")
+STATE = "state.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; written to `runs/<id>/config.yaml`.
+
+    recipe: joint | single (train `tasks`, one of them) | headft (freeze `from_run`'s backbone and
+    neck, fine-tune its heads; backbone, sizes and normalisation come from that run).
+    """
+
+    data: str
+    backbone: str | None = None
+    recipe: str = "joint"
+    tasks: tuple = TASKS
+    from_run: str | None = None
+    epochs: int = 10
+    img_size: dict = field(default_factory=lambda: dict(DEFAULT_SIZES))
+    batch_size: dict = field(default_factory=lambda: dict(DEFAULT_BATCH))
+    lr: float = 2e-3
+    backbone_lr_scale: float = 1.0  # backbone lr = lr x this (e.g. 0.1 for a pretrained backbone)
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    neck_channels: int = 64
+    pretrained: str | None = None
+    mean: tuple[float, float, float] | None = None  # input normalisation; None: the backbone's pretrained_cfg
+    std: tuple[float, float, float] | None = None
+    seed: int = 0
+    device: str = "auto"
+    steps_per_epoch: int | None = None  # None: the largest task's batches (round-robin) or their sum
+    sampling: str = "round-robin"  # or proportional: one task a step, drawn by data set size
+    task_steps: dict | None = None  # task -> its budget of batches; it stops early, the others go on
+    balance: str = "fixed"  # a name in workbench.train.balancing.BALANCERS
+    loss_weights: dict | None = None  # task -> fixed weight (default 1)
+    balance_ratio: float = 10.0  # magnitude balancing: largest / smallest weighted loss
+    clip: str = "none"  # none | global | task
+    clip_norm: float = 1.0
+    accum: int = 1  # batches of each task accumulated per optimizer step
+    ema: float = 0.0  # EMA decay (e.g. 0.999); 0: no EMA
+    class_balance: dict | None = None  # task -> "sample" (cls, det) | "loss" (cls, seg)
+    augment: str | None = None  # per-task augmentation text (workbench.data.augment); None: defaults
+    keep_top: int = 3  # best checkpoints kept for `wb train avg`
+    checkpoint_every: int | None = None  # optimizer steps between resume checkpoints (also every epoch)
+    name: str | None = None
+    runs_dir: str = str(RUNS_DIR)
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        for key in ("mean", "std"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+        if self.recipe not in RECIPES:
+            raise RunError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        if not self.tasks or any(t not in TASKS for t in self.tasks):
+            raise RunError(f"tasks must be some of {', '.join(TASKS)}, got {list(self.tasks)}")
+        if self.recipe == "single" and len(self.tasks) != 1:
+            raise RunError(f"recipe single trains one task, got {list(self.tasks)}")
+        if self.recipe == "headft" and not self.from_run:
+            raise RunError("recipe headft needs --from RUN (a joint run to fine-tune the heads of)")
+        if self.recipe != "headft" and not self.backbone:
+            raise RunError("a backbone is required (any timm model name with features_only support)")
+        for task in TASKS:
+            size = self.img_size.get(task)
+            if not isinstance(size, int) or size < 32 or size % 32:
+                raise RunError(f"img_size for {task} must be a multiple of 32 (>= 32), got {size!r}")
+            if int(self.batch_size.get(task, 0)) < 1:
+                raise RunError(f"batch_size for {task} must be >= 1")
+        if self.epochs < 1:
+            raise RunError("epochs must be >= 1")
+        if self.sampling not in SAMPLING:
+            raise RunError(f"unknown task sampling {self.sampling!r}; choose one of {', '.join(SAMPLING)}")
+        if self.balance not in BALANCERS:
+            raise RunError(f"unknown loss balancing {self.balance!r}; choose one of {', '.join(BALANCERS)}")
+        if self.clip not in CLIP_MODES:
+            raise RunError(f"unknown clipping {self.clip!r}; choose one of {', '.join(CLIP_MODES)}")
+        if self.accum < 1 or self.clip_norm <= 0 or not 0 <= self.ema < 1 or self.keep_top < 1:
+            raise RunError("accum >= 1, clip_norm > 0, 0 <= ema < 1 and keep_top >= 1 are required")
+        for task, how in (self.class_balance or {}).items():
+            if (task, how) not in {("cls", "sample"), ("det", "sample"), ("cls", "loss"), ("seg", "loss")}:
+                raise RunError(f"class balance {task}={how} is not offered; choose cls=sample|loss, det=sample, seg=loss")
+
+    def to_yaml_dict(self) -> dict:
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["mean"] = list(self.mean) if self.mean else None
+        d["std"] = list(self.std) if self.std else None
+        return d
+
+    @classmethod
+    def from_yaml_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise RunError(f"config has unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warmup over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32(repr(parts).encode())
+
+
+def seed_step(seed: int, step: int) -> None:
+    """Seed every global generator for one optimizer step (what makes a resumed run identical)."""
+    s = _seed(seed, "step", step)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
+    return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
+                                      num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
+                                      neck_channels=config.neck_channels, pretrained=config.pretrained,
+                                      mean=config.mean, std=config.std))
+
+
+def shared_parameters(model: MultiTaskModel) -> list[torch.nn.Parameter]:
+    """The parameters every task shares (backbone and neck) that are being trained."""
+    return [p for p in [*model.backbone.parameters(), *model.neck.parameters()] if p.requires_grad]
+
+
+def task_loss(model, task: str, batch, device, ignore_index: int, class_weights: dict) -> torch.Tensor:
+    """Loss of one task's batch."""
+    if task == "det":
+        images, boxes, labels = batch
+        out = model(images.to(device), tasks=("det",))["det"]
+        return det_loss(out, [b.to(device) for b in boxes], [lab.to(device) for lab in labels])
+    images, target = batch
+    out = model(images.to(device), tasks=(task,))[task]
+    weight = class_weights.get(task)
+    if task == "cls":
+        return cls_loss(out, target.to(device), weight=weight)
+    return seg_loss(out, target.to(device), ignore_index, weight=weight)
+
+
+def validate(model, val_sets: dict, spec: DatasetSpec, truth, tasks, device) -> dict[str, float]:
+    """Val metrics of the tasks trained ({"cls_top1", ..., "score"} = their mean)."""
+    out, _ = predict_all(model, {t: val_sets[t] for t in tasks}, spec.det_category_ids, device)
+    preds = merge_tasks(*(out[t][0] if t in out else Predictions() for t in TASKS))
+    return score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), truth, tasks=tuple(tasks))
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+class Trainer:
+    """One run's training loop, from scratch or from a checkpoint's state."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, parent=None):
+        self.config, self.run_dir = config, run_dir
+        self.spec = DatasetSpec(config.data)
+        self.device = resolve_device(config.device)
+        self.tasks = tuple(t for t in TASKS if t in config.tasks)
+        torch.manual_seed(config.seed)
+        if config.recipe == "headft":
+            self.model = load_model(parent, self.device).train()
+            for p in [*self.model.backbone.parameters(), *self.model.neck.parameters()]:
+                p.requires_grad_(False)
+        else:
+            self.model = build_model(self.spec, config).to(self.device)
+        from workbench.data.augment import parse_augment
+        augment = parse_augment(config.augment)
+        self.train_sets = build_datasets(self.spec, "train", config.img_size, train=True, augment=augment)
+        self.val_sets = build_datasets(self.spec, "val", config.img_size)
+        self.truth = split_ground_truth(self.spec, "val")
+        balance = config.class_balance or {}
+        self.streams = {t: TaskStream(len(self.train_sets[t]), config.batch_size[t], config.seed, t,
+                                      self._sample_weights(t) if balance.get(t) == "sample" else None)
+                        for t in self.tasks}
+        self.class_weights = {t: self._loss_weights(t) for t in self.tasks if balance.get(t) == "loss"}
+        sizes = {t: len(self.train_sets[t]) for t in self.tasks}
+        if config.steps_per_epoch:
+            self.steps = config.steps_per_epoch
+        elif config.sampling == "proportional":
+            self.steps = sum(s.batches_per_pass() for s in self.streams.values()) // config.accum
+        else:
+            self.steps = max(s.batches_per_pass() for s in self.streams.values()) // config.accum
+        self.steps, self.sizes = max(1, self.steps), sizes
+        self.total = self.steps * config.epochs
+        self.balancer = make_balancer(config.balance, self.tasks, config.loss_weights, config.balance_ratio).to(self.device)
+        backbone_ids = {id(p) for p in self.model.backbone.parameters()}
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in params if id(p) in backbone_ids], "lr": config.lr * config.backbone_lr_scale},
+                  {"params": [p for p in params if id(p) not in backbone_ids], "lr": config.lr},
+                  {"params": list(self.balancer.parameters()), "lr": config.lr, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        warmup = min(config.warmup_steps, self.total // 5 + 1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.total, warmup))
+        self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
+        self.shared = shared_parameters(self.model)
+        # progress; all of it goes into state.pt
+        self.step, self.epoch, self.epoch_step = 0, 0, 0
+        self.sums: dict[str, float] = {}
+        self.batches_taken = {t: 0 for t in self.tasks}
+        self.rows: list[dict] = []
+        self.step_rows: list[dict] = []
+        self.best = {"score": -1.0, "source": None, "metrics": None, "epoch": None}
+        self.best_ema = -1.0
+        self.task_best = {t: {"value": -1.0, "epoch": None} for t in self.tasks}
+        self.head_states: dict[str, dict] = {}
+        self.checkpoints: list[dict] = []
+        self.wall = 0.0
+
+    # --- class balance -------------------------------------------------------------------------
+    def _sample_weights(self, task: str) -> np.ndarray:
+        from workbench.data.balance import cls_sample_weights, det_sample_weights
+        if task == "cls":
+            return cls_sample_weights([s.label for s in self.train_sets["cls"].samples], len(self.spec.cls_classes))
+        index = self.train_sets["det"].index
+        return det_sample_weights([[index[int(c)] for c in s.labels] for s in self.train_sets["det"].samples],
+                                  len(index))
+
+    def _loss_weights(self, task: str) -> torch.Tensor:
+        from workbench.data.balance import class_loss_weights, seg_class_counts
+        if task == "cls":
+            counts = np.bincount([s.label for s in self.train_sets["cls"].samples], minlength=len(self.spec.cls_classes))
+        else:
+            ds = self.train_sets["seg"]
+            counts = seg_class_counts((ds.item(i)[1].numpy() for i in range(len(ds))), len(self.spec.seg_classes),
+                                      self.spec.ignore_index)
+        return class_loss_weights(counts).to(self.device)
+
+    # --- state ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "balancer": self.balancer.state_dict(), "balancer_extra": self.balancer.extra_state(),
+                "streams": {t: s.state() for t, s in self.streams.items()},
+                "progress": {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
+                             "sums": self.sums, "batches_taken": self.batches_taken, "rows": self.rows,
+                             "step_rows": self.step_rows, "best": self.best, "best_ema": self.best_ema,
+                             "task_best": self.task_best, "checkpoints": self.checkpoints, "wall": self.wall},
+                "head_states": self.head_states}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.balancer.load_state_dict(state["balancer"])
+        self.balancer.load_extra_state(state["balancer_extra"])
+        for t, s in state["streams"].items():
+            self.streams[t].load_state(s)
+        for key, value in state["progress"].items():
+            setattr(self, key, value)
+        self.head_states = state["head_states"]
+
+    def save_state(self) -> None:
+        with atomic_path(self.run_dir / STATE) as tmp:
+            torch.save(self.state(), tmp)
+
+    # --- one optimizer step --------------------------------------------------------------------
+    def train_step(self) -> dict:
+        """One optimizer step; returns its row for steps.csv."""
+        config = self.config
+        seed_step(config.seed, self.step)
+        active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
+        chosen = step_tasks(config.sampling, active, self.sizes, config.seed, self.step) if active else []
+        self.optimizer.zero_grad(set_to_none=True)
+        grads, losses = {}, {}
+        touched = [False] * len(self.shared)  # shared parameters some task's loss reached
+        for task in chosen:
+            for _ in range(config.accum):
+                ds = self.train_sets[task]
+                batch = make_batch(ds, self.streams[task].next(), collate_det if task == "det" else None)
+                loss = task_loss(self.model, task, batch, self.device, self.spec.ignore_index, self.class_weights)
+                if not torch.isfinite(loss):
+                    raise RunError(f"{self.run_dir}: {task} loss is {loss.item()} at step {self.step}; lower --lr")
+                (self.balancer(task, loss) / config.accum).backward()
+                losses[task] = losses.get(task, 0.0) + loss.item() / config.accum
+                self.batches_taken[task] += 1
+            if self.shared:  # take this task's backbone gradient out, so the next task's starts at zero
+                flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.shared])
+                for i, p in enumerate(self.shared):
+                    touched[i] |= p.grad is not None
+                    p.grad = None
+                grads[task] = flat
+        row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
+        for t in self.tasks:
+            row[f"loss_{t}"] = round(losses[t], 6) if t in losses else None
+            row[f"grad_{t}"] = round(float(grads[t].norm()), 6) if t in grads else None
+            row[f"weight_{t}"] = round(self.balancer.weight(t), 6)
+        if grads:
+            if config.clip == "task":
+                grads = clip_task_gradients(grads, config.clip_norm)
+            combined = self.balancer.combine(grads)
+            offset = 0
+            for p, used in zip(self.shared, touched):
+                n = p.numel()
+                if used:  # a parameter no task reached keeps grad None: AdamW leaves it alone
+                    p.grad = combined[offset:offset + n].view_as(p).clone()
+                offset += n
+        if config.clip == "global":
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], config.clip_norm)
+        if chosen:
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+        self.scheduler.step()
+        self.balancer.observe(losses)
+        for t, v in losses.items():
+            self.sums[f"loss_{t}"] = self.sums.get(f"loss_{t}", 0.0) + v
+            self.sums[f"n_{t}"] = self.sums.get(f"n_{t}", 0) + 1
+            if t in grads:
+                self.sums[f"grad_{t}"] = self.sums.get(f"grad_{t}", 0.0) + row[f"grad_{t}"]
+        self.step += 1
+        self.epoch_step += 1
+        return row
+
+    def _set_train_mode(self) -> None:
+        self.model.train()
+        if self.config.recipe == "headft":  # frozen parts keep their BatchNorm statistics
+            self.model.backbone.eval()
+            self.model.neck.eval()
+
+    # --- epochs --------------------------------------------------------------------------------
+    def end_epoch(self, t_start: float, progress: bool) -> None:
+        """Validate (raw and EMA), keep the best weights and top-k checkpoints, write the logs."""
+        config, epoch = self.config, self.epoch + 1
+        metrics = validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
+        row = {"epoch": epoch}
+        for t in self.tasks:
+            n = self.sums.get(f"n_{t}", 0)
+            row[f"loss_{t}"] = round(self.sums.get(f"loss_{t}", 0.0) / n, 5) if n else None
+            row[f"grad_{t}"] = round(self.sums.get(f"grad_{t}", 0.0) / n, 5) if n and f"grad_{t}" in self.sums else None
+        row.update({k: round(v, 5) for k, v in metrics.items()})
+        candidates = [("raw", self.model, metrics)]
+        if self.ema is not None:
+            ema_metrics = validate(self.ema.module, self.val_sets, self.spec, self.truth, self.tasks, self.device)
+            row.update({f"ema_{k}": round(v, 5) for k, v in ema_metrics.items()})
+            candidates.append(("ema", self.ema.module, ema_metrics))
+            if ema_metrics["score"] > self.best_ema:
+                self.best_ema = ema_metrics["score"]
+                save_weights(self.ema.module, self.run_dir / "ema.safetensors")
+        row["lr"] = self.scheduler.get_last_lr()[0]
+        self.wall += time.time() - t_start
+        row["time_s"] = round(self.wall, 1)
+        for source, model, m in candidates:
+            if m["score"] > self.best["score"]:
+                self.best = {"score": m["score"], "source": source, "epoch": epoch, "metrics": m}
+                if config.recipe != "headft":
+                    save_weights(model, self.run_dir / "model.safetensors")
+            for t in self.tasks:  # per-task selection: headft composes each head's best epoch
+                value = m[METRICS[t]]
+                if value > self.task_best[t]["value"]:
+                    self.task_best[t] = {"value": value, "epoch": epoch, "source": source}
+                    if config.recipe == "headft":
+                        self.head_states[t] = {k: v.detach().clone() for k, v in model.heads[t].state_dict().items()}
+        self.rows.append(row)
+        self._keep_checkpoint(epoch, metrics["score"])
+        if config.recipe == "headft":
+            self._compose_heads()
+        self.epoch += 1
+        self.epoch_step = 0
+        self.sums = {}
+        self.write_logs()
+        self.write_info("running")
+        self.save_state()
+        if progress:
+            tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                       + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else ""))
+
+    def _keep_checkpoint(self, epoch: int, value: float) -> None:
+        folder = self.run_dir / "checkpoints"
+        folder.mkdir(exist_ok=True)
+        entry = {"epoch": epoch, "score": round(value, 6), "file": f"checkpoints/epoch-{epoch:03d}.safetensors"}
+        ranked = sorted(self.checkpoints + [entry], key=lambda e: (-e["score"], e["epoch"]))
+        keep, drop = ranked[:self.config.keep_top], ranked[self.config.keep_top:]
+        if entry in keep:
+            save_weights(self.model, self.run_dir / entry["file"])
+        for e in drop:
+            (self.run_dir / e["file"]).unlink(missing_ok=True)
+        self.checkpoints = keep
+
+    def _compose_heads(self) -> None:
+        """headft: the frozen backbone and neck with each head at its best epoch -> model.safetensors."""
+        model = load_model(open_run_for(self.config), torch.device("cpu"))
+        for t, state in self.head_states.items():
+            model.heads[t].load_state_dict(state)
+        save_weights(model, self.run_dir / "model.safetensors")
+        metrics = {METRICS[t]: self.task_best[t]["value"] for t in self.tasks}
+        metrics["score"] = float(np.mean(list(metrics.values())))
+        self.best = {"score": metrics["score"], "source": "per-task heads",
+                     "epoch": {t: self.task_best[t]["epoch"] for t in self.tasks}, "metrics": metrics}
+
+    def write_logs(self) -> None:
+        if self.rows:
+            write_text(self.run_dir / "metrics.csv", _csv(self.rows))
+        if self.step_rows:
+            write_text(self.run_dir / "steps.csv", _csv(self.step_rows))
+
+    def write_info(self, status: str) -> None:
+        path = self.run_dir / "run.json"
+        info = read_json(path)
+        best = None
+        if self.best["metrics"]:
+            best = {"epoch": self.best["epoch"], "source": self.best["source"],
+                    **{k: round(v, 5) for k, v in self.best["metrics"].items()}}
+        info.update(status=status, best=best, wall_time_s=round(self.wall, 1), steps=self.step,
+                    task_best={t: {METRICS[t]: round(b["value"], 5), "epoch": b["epoch"], "source": b.get("source")}
+                               for t, b in self.task_best.items() if b["epoch"] is not None},
+                    checkpoints=self.checkpoints, best_ema_score=round(self.best_ema, 5) if self.ema else None)
+        write_json(path, info)
+
+    def run(self, progress: bool = True) -> Path:
+        config = self.config
+        while self.epoch < config.epochs:
+            self._set_train_mode()
+            t_start = time.time()
+            bar = tqdm(total=self.steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
+                       disable=None if progress else True, leave=False)
+            while self.epoch_step < self.steps:
+                row = self.train_step()
+                self.step_rows.append(row)
+                bar.update(1)
+                bar.set_postfix({t: f"{row[f'loss_{t}']:.3f}" for t in self.tasks if row[f"loss_{t}"] is not None})
+                if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.epoch_step < self.steps:
+                    self.wall += time.time() - t_start
+                    t_start = time.time()
+                    self.save_state()
+            bar.close()
+            self.end_epoch(t_start, progress)
+        self.write_info("complete")
+        from workbench.train.curves import plot_training_curves
+        plot_training_curves(self.run_dir)
+        return self.run_dir
+
+
+def open_run_for(config: TrainConfig):
+    return open_run(config.from_run, Path(config.runs_dir))
+
+
+def _run_id(config: TrainConfig) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    what = config.tasks[0] if config.recipe == "single" else ""
+    return config.name or "-".join(x for x in (config.recipe, what, config.backbone, stamp) if x)
+
+
+def make_run_dir(config: TrainConfig, overwrite: bool) -> Path:
+    path = Path(config.runs_dir) / _run_id(config)
+    if path.exists():
+        if not overwrite:
+            raise RunError(f"{path}: run already exists (choose another --name, or --overwrite, or resume it)")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def _inherit(config: TrainConfig, parent) -> TrainConfig:
+    """headft takes the parent's architecture, input sizes and normalisation."""
+    model = parent.model_config()
+    return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, pretrained=None,
+                   mean=model.mean, std=model.std, img_size=dict(parent.info.get("img_size", config.img_size)))
+
+
+def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -> Path:
+    """Start a run of `config.recipe`.
+
+    Returns:
+        The run folder, with run.json status "complete".
+    """
+    parent = None
+    if config.recipe == "headft":
+        parent = open_run_for(config)
+        config = _inherit(config, parent)
+    spec = DatasetSpec(config.data)
+    run_dir = make_run_dir(config, overwrite)
+    write_yaml(run_dir / "config.yaml", config.to_yaml_dict())
+    trainer = Trainer(config, run_dir, parent)
+    info = {"run_id": run_dir.name, "kind": config.recipe, "parents": [parent.id] if parent else [],
+            "backbone": config.backbone, "tasks": list(trainer.tasks), "data": str(spec.path), "status": "running",
+            "model": trainer.model.config.to_dict(), "img_size": dict(config.img_size),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "best": None}
+    write_json(run_dir / "run.json", info)
+    return trainer.run(progress)
+
+
+def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True) -> Path:
+    """Continue an interrupted run from its last checkpoint (state.pt); it ends as the uninterrupted run would."""
+    path = Path(run_ref)
+    if not (path / "config.yaml").exists():
+        path = Path(runs_dir) / str(run_ref)
+    if not (path / "config.yaml").exists():
+        raise RunError(f"{path}: not a run folder (no config.yaml)")
+    info = read_json(path / "run.json")
+    if info.get("status") == "complete":
+        raise RunError(f"{path}: run is complete; nothing to resume")
+    if not (path / STATE).exists():
+        raise RunError(f"{path}: no checkpoint to resume from ({STATE} is written at the end of the first epoch)")
+    config = TrainConfig.from_yaml_dict(yaml.safe_load((path / "config.yaml").read_text()))
+    parent = open_run_for(config) if config.recipe == "headft" else None
+    trainer = Trainer(config, path, parent)
+    try:
+        state = torch.load(path / STATE, map_location=trainer.device, weights_only=True)
+    except Exception as e:
+        raise RunError(f"{path / STATE}: cannot read the checkpoint ({e})") from None
+    trainer.load_state(state)
+    trainer.step_rows = [r for r in trainer.step_rows if r["step"] < trainer.step]
+    return trainer.run(progress)
