@@ -127,7 +127,7 @@ def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: in
 def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torch.device, batch_size: int = 16,
                 progress: bool = False, views: dict[str, Sequence[View]] | None = None
                 ) -> tuple[dict[str, list[Predictions]], dict[str, float]]:
-    """Predictions of all three tasks for a split's datasets {"cls", "det", "seg"}.
+    """Predictions of each task in a split's datasets (some of {"cls", "det", "seg"}).
 
     Args:
         views: task -> its TTA views (default: identity only).
@@ -136,7 +136,7 @@ def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torc
     """
     views = views or {}
     out, timings = {}, {}
-    for task in ("cls", "det", "seg"):
+    for task in [t for t in ("cls", "det", "seg") if t in datasets]:
         t = time.perf_counter()
         v = tuple(views.get(task, IDENTITY))
         if task == "cls":

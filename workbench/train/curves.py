@@ -67,7 +67,7 @@ def plot_series(ax: Axes, table: pd.DataFrame, x: str, prefix: str, per_step: bo
     drawn = 0
     for task in TASKS:
         column = f"{prefix}{task}"
-        if column not in table:
+        if column not in table or not table[column].notna().any():  # e.g. no backbone gradient in headft
             continue
         color = TASK_COLORS[task]
         if per_step:
@@ -81,8 +81,12 @@ def plot_series(ax: Axes, table: pd.DataFrame, x: str, prefix: str, per_step: bo
 
 
 def draw_training_panel(ax: Axes, steps: pd.DataFrame | None, epochs: pd.DataFrame | None, prefix: str,
-                        title: str) -> None:
-    """Fill the loss or gradient panel from steps.csv, or from metrics.csv when steps.csv is missing."""
+                        title: str) -> int:
+    """Fill the loss or gradient panel from steps.csv, or from metrics.csv when steps.csv is missing.
+
+    Returns:
+        The number of tasks drawn.
+    """
     per_step = steps is not None
     table, x = (steps, "step") if per_step else (epochs, "epoch")
     drawn = plot_series(ax, table, x, prefix, per_step) if table is not None else 0
@@ -93,6 +97,7 @@ def draw_training_panel(ax: Axes, steps: pd.DataFrame | None, epochs: pd.DataFra
         ax.legend(loc="best")
     else:
         ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="gray")
+    return drawn
 
 
 def draw_metric_panel(ax: Axes, epochs: pd.DataFrame | None) -> None:
@@ -131,8 +136,8 @@ def training_figure(run_dir: Path) -> Figure:
     FigureCanvasAgg(fig)
     loss_ax, grad_ax, metric_ax = fig.subplots(1, 3)
     draw_training_panel(loss_ax, steps, epochs, "loss_", "training loss")
-    draw_training_panel(grad_ax, steps, epochs, "grad_", "backbone gradient norm")
-    grad_ax.set_yscale("log")
+    if draw_training_panel(grad_ax, steps, epochs, "grad_", "backbone gradient norm"):
+        grad_ax.set_yscale("log")
     draw_metric_panel(metric_ax, epochs)
     fig.suptitle(run_dir.resolve().name)
     return fig

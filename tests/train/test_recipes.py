@@ -1,0 +1,213 @@
+"""Tests of workbench/train/trainer.py recipes and options on the tiny synthetic data set: each test
+fails if its option were ignored."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from workbench.errors import RunError
+from workbench.models.losses import cls_loss
+from workbench.train.average import average_run, average_state_dicts
+from workbench.train.streams import TaskStream, step_tasks
+from workbench.train.trainer import Trainer, TrainConfig, train
+
+from tests.conftest import TINY_BATCH, TINY_SIZES, tiny_train_config
+
+
+def rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(open(path)))
+
+
+def info(run: Path) -> dict:
+    return json.loads((run / "run.json").read_text())
+
+
+def test_single_task_run_trains_and_scores_only_its_task(tiny_data, tmp_path):
+    run = train(tiny_train_config(tiny_data, tmp_path, "single-seg", recipe="single", tasks=("seg",)), progress=False)
+    meta = info(run)
+    assert meta["kind"] == "single" and meta["tasks"] == ["seg"]
+    assert set(meta["best"]) == {"epoch", "source", "seg_miou", "score"}
+    assert meta["best"]["score"] == meta["best"]["seg_miou"]
+    steps = rows(run / "steps.csv")
+    assert len(steps) == 2 and all(k.endswith("seg") for k in steps[0] if k.startswith(("loss_", "grad_")))
+    assert float(steps[0]["grad_seg"]) > 0
+    assert (run / "curves.png").stat().st_size > 0
+
+
+def test_headft_freezes_backbone_and_keeps_each_heads_best_epoch(tiny_data, tiny_run, tmp_path):
+    config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
+                         batch_size=dict(TINY_BATCH), name="hf", runs_dir=str(tmp_path), device="cpu")
+    run = train(config, progress=False)
+    meta, parent, child = info(run), load_file(str(tiny_run / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert meta["kind"] == "headft" and meta["parents"] == ["tiny-r10"] and meta["img_size"] == TINY_SIZES
+    frozen = [k for k in parent if k.startswith(("backbone.", "neck."))]
+    assert frozen and all(torch.equal(parent[k], child[k]) for k in frozen)  # BatchNorm statistics included
+    assert any(not torch.equal(parent[k], child[k]) for k in parent if k.startswith("heads."))
+    epochs = rows(run / "metrics.csv")
+    for metric in ("cls_top1", "det_map50", "seg_miou"):  # per-task selection over the epochs
+        assert meta["best"][metric] == pytest.approx(max(float(r[metric]) for r in epochs), abs=1e-5)
+    assert all(r["grad_cls"] == "" for r in epochs)  # no backbone gradient while frozen
+
+
+def test_ema_copy_is_validated_and_saved_and_top_k_checkpoints_kept(tiny_data, tmp_path):
+    run = train(tiny_train_config(tiny_data, tmp_path, "ema", epochs=3, ema=0.5, keep_top=2), progress=False)
+    epochs = rows(run / "metrics.csv")
+    assert "ema_score" in epochs[0] and (run / "ema.safetensors").exists()
+    kept = info(run)["checkpoints"]
+    assert len(kept) == 2 and len(list((run / "checkpoints").glob("*.safetensors"))) == 2
+    assert [c["score"] for c in kept] == pytest.approx(sorted((float(r["score"]) for r in epochs), reverse=True)[:2], abs=1e-5)
+    best = info(run)["best"]
+    assert best["source"] in ("raw", "ema")  # model.safetensors: the better of the raw and EMA weights
+    assert best["score"] == pytest.approx(max(max(float(r["score"]), float(r["ema_score"])) for r in epochs), abs=1e-5)
+    avg = average_run(str(run), top=2, runs_dir=tmp_path, device="cpu")
+    meta = info(avg)
+    assert meta["kind"] == "avg" and meta["parents"] == ["ema"] and len(meta["averaged"]) == 2
+    a, b = (load_file(str(run / c["file"])) for c in kept)
+    mean = load_file(str(avg / "model.safetensors"))
+    key = next(k for k in mean if k.endswith("conv1.weight") or k.endswith(".weight"))
+    torch.testing.assert_close(mean[key], (a[key].double() / 2 + b[key].double() / 2).float())
+    with pytest.raises(RunError, match="only 2 checkpoints"):
+        average_run(str(run), top=3, runs_dir=tmp_path, device="cpu", name="x")
+
+
+def test_ema_update_by_hand(tiny_data, tmp_path):
+    """timm's ModelEmaV3 copies the weights for the first two steps, then ema = d * ema + (1 - d) * w."""
+    (tmp_path / "e").mkdir()
+    trainer = Trainer(tiny_train_config(tiny_data, tmp_path, "e", ema=0.5, steps_per_epoch=10), tmp_path / "e")
+    key = "heads.cls.fc.weight" if "heads.cls.fc.weight" in trainer.model.state_dict() else next(
+        k for k, v in trainer.model.state_dict().items() if k.startswith("heads.cls") and v.is_floating_point())
+    trainer.train_step()
+    trainer.train_step()
+    w1 = trainer.model.state_dict()[key].clone()
+    assert torch.equal(trainer.ema.module.state_dict()[key], w1)
+    trainer.train_step()
+    w2 = trainer.model.state_dict()[key]
+    assert not torch.equal(w1, w2)
+    torch.testing.assert_close(trainer.ema.module.state_dict()[key], 0.5 * w1 + 0.5 * w2)
+
+
+def test_average_state_dicts_by_hand():
+    out = average_state_dicts([{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)},
+                               {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(9)}])
+    assert out["w"].tolist() == [2.0, 4.0] and out["n"].item() == 5
+    with pytest.raises(RunError, match="other keys"):
+        average_state_dicts([{"w": torch.zeros(1)}, {"v": torch.zeros(1)}])
+
+
+def test_task_budget_stops_one_task_early_while_others_go_on(tiny_data, tmp_path):
+    run = train(tiny_train_config(tiny_data, tmp_path, "budget", steps_per_epoch=3, task_steps={"cls": 1}), progress=False)
+    steps = rows(run / "steps.csv")
+    assert [s["loss_cls"] != "" for s in steps] == [True, False, False]
+    assert all(s["loss_det"] != "" and s["loss_seg"] != "" for s in steps)
+
+
+def test_proportional_sampling_draws_tasks_by_data_set_size():
+    sizes = {"cls": 300, "det": 100, "seg": 100}
+    drawn = [step_tasks("proportional", list(sizes), sizes, 0, s)[0] for s in range(3000)]
+    assert drawn.count("cls") / 3000 == pytest.approx(0.6, abs=0.03)
+    assert step_tasks("round-robin", list(sizes), sizes, 0, 7) == ["cls", "det", "seg"]
+    assert drawn == [step_tasks("proportional", list(sizes), sizes, 0, s)[0] for s in range(3000)]  # seeded by step
+
+
+def test_class_balanced_stream_draws_classes_equally_and_state_resumes():
+    labels = np.array([0] * 90 + [1] * 10)
+    from workbench.data.balance import cls_sample_weights
+    stream = TaskStream(100, 10, seed=0, task="cls", weights=cls_sample_weights(labels, 2))
+    drawn = np.concatenate([labels[stream.next()] for _ in range(200)])
+    assert drawn.mean() == pytest.approx(0.5, abs=0.04)
+    plain = TaskStream(100, 10, seed=0, task="cls")
+    first = [plain.next() for _ in range(15)]  # crosses a pass
+    again = TaskStream(100, 10, seed=0, task="cls")
+    again.load_state({"epoch": 1, "pos": 20})
+    assert again.next() == first[12]
+    assert sorted(sum(first[:10], [])) == list(range(100))  # a pass is a permutation
+
+
+def test_class_weights_reach_the_losses(tiny_data, tmp_path):
+    config = tiny_train_config(tiny_data, tmp_path, "cb", class_balance={"cls": "loss", "seg": "loss", "det": "sample"})
+    (tmp_path / "cb").mkdir()
+    trainer = Trainer(config, tmp_path / "cb")
+    assert set(trainer.class_weights) == {"cls", "seg"} and trainer.streams["det"].weights is not None
+    w = trainer.class_weights["cls"]
+    logits, labels = torch.randn(6, len(w)), torch.tensor([0, 0, 0, 0, 1, 2])
+    if not torch.allclose(w, w[0]):  # imbalanced classes: the weighted loss differs from the plain one
+        assert cls_loss(logits, labels, weight=w).item() != pytest.approx(cls_loss(logits, labels).item())
+
+
+def test_global_clipping_and_accumulation_in_a_step(tiny_data, tmp_path):
+    (tmp_path / "clip").mkdir()
+    trainer = Trainer(tiny_train_config(tiny_data, tmp_path, "clip", clip="global", clip_norm=1e-3, accum=2), tmp_path / "clip")
+    row = trainer.train_step()
+    norm = torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters() if p.grad is not None])
+    assert norm.item() == pytest.approx(1e-3, rel=1e-3)
+    assert trainer.batches_taken == {"cls": 2, "det": 2, "seg": 2}
+    assert row["grad_cls"] > 1e-3  # logged before clipping
+
+
+def test_task_clipping_gives_each_task_the_same_backbone_norm(tiny_data, tmp_path):
+    (tmp_path / "tclip").mkdir()
+    trainer = Trainer(tiny_train_config(tiny_data, tmp_path, "tclip", clip="task", clip_norm=0.01), tmp_path / "tclip")
+    seen = {}
+    original = trainer.balancer.combine
+    trainer.balancer.combine = lambda grads: seen.update(grads) or original(grads)
+    row = trainer.train_step()
+    assert len({round(row[f"grad_{t}"], 4) for t in ("cls", "det", "seg")}) == 3  # raw norms differ
+    assert [g.norm().item() for g in seen.values()] == pytest.approx([0.01] * 3, rel=1e-4)
+
+
+def test_pretrained_file_that_does_not_fit_is_refused_with_keys(tiny_data, tmp_path):
+    import timm
+    state = {k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}
+    save_file(state, str(tmp_path / "r10.safetensors"))
+    with pytest.raises(RunError, match=r"r10.safetensors: weights do not fit convnext_atto: \d+ missing \(.*stages"):
+        train(tiny_train_config(tiny_data, tmp_path, "bad", backbone="convnext_atto", pretrained=str(tmp_path / "r10.safetensors")),
+              progress=False)
+    torch.save({"state_dict": state}, tmp_path / "r10.pth")  # a torch file, wrapped, loads with weights_only
+    run = train(tiny_train_config(tiny_data, tmp_path, "good", pretrained=str(tmp_path / "r10.pth"), epochs=1,
+                                  steps_per_epoch=1, lr=1e-9, warmup_steps=1), progress=False)
+    assert info(run)["status"] == "complete"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+    code = "import sys; from workbench.cli import run; sys.argv = ['wb'] + sys.argv[1:]; run()"
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_resume_after_sigkill_ends_with_the_metrics_of_an_uninterrupted_run(tiny_data, tmp_path):
+    common = ["--data", str(tiny_data), "--backbone", "resnet10t", "--epochs", "3", "--steps-per-epoch", "3",
+              "--img-size", "cls=32,det=64,seg=64", "--batch-size", "cls=8,det=4,seg=4", "--device", "cpu",
+              "--checkpoint-every", "2", "--ema", "0.5", "--balance", "uncertainty", "--clip", "task"]
+    whole = _cli("train", "joint", *common, "--name", "whole", cwd=tmp_path)
+    assert whole.wait(timeout=300) == 0, whole.stdout.read().decode()[-2000:]
+    cut = _cli("train", "joint", *common, "--name", "cut", cwd=tmp_path)
+    state = tmp_path / "runs" / "cut" / "state.pt"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and cut.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)  # somewhere in the run after its first checkpoint
+    assert cut.poll() is None, "the run finished before it could be killed"
+    os.kill(cut.pid, signal.SIGKILL)
+    cut.wait()
+    assert info(tmp_path / "runs" / "cut")["status"] == "running"
+    resumed = _cli("train", "--resume", "cut", cwd=tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.stdout.read().decode()[-2000:]
+
+    def strip(run):
+        return [{k: v for k, v in r.items() if k != "time_s"} for r in rows(tmp_path / "runs" / run / "metrics.csv")]
+    assert strip("cut") == strip("whole")
+    assert info(tmp_path / "runs" / "cut")["best"] == info(tmp_path / "runs" / "whole")["best"]
+    a, b = load_file(str(tmp_path / "runs/cut/model.safetensors")), load_file(str(tmp_path / "runs/whole/model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = lambda run: [r for r in rows(tmp_path / "runs" / run / "steps.csv")]  # noqa: E731
+    assert steps("cut") == steps("whole")
