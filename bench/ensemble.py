@@ -6,26 +6,17 @@ what the searched blend gains over the best member on val (search half, held-out
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from _common import commit, machine  # noqa: E402  (bench/ is the script folder)
 from workbench.ensemble.compare import compare_members
 from workbench.ensemble.members import member_predictions, parse_member
 from workbench.ensemble.search import SearchConfig, search_ensemble
 from workbench.fuse.det import fuse_boxes
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores, {model}, torch {torch.__version__}"
 
 
 def wbf_cost(members, data: str) -> tuple[float, float]:
@@ -58,10 +49,9 @@ def main(argv=None) -> None:
     search_s = time.perf_counter() - t0
     wbf_ms, boxes = wbf_cost(members, args.data)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [f"# Ensemble benchmark on {Path(args.data).parent.name} val", "",
              f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}", f"- machine: {machine()}",
-             f"- commit: {commit}",
+             f"- commit: {commit()}",
              f"- command: `python bench/ensemble.py --data {args.data} --out {args.out} {' '.join(args.members)}`", "",
              "## Timings (cache warm)", "",
              f"- `ensemble compare`, {len(members)} members + blend, {args.n_boot} bootstrap resamples: {compare_s:.1f} s",

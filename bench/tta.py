@@ -7,33 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 
+from _common import commit, machine  # noqa: E402  (bench/ is the script folder)
 from workbench.predict import PredictConfig, compare_tta, predict_run
 
 TASKS = ("cls", "det", "seg")
 METRICS = {"cls": "cls_top1", "det": "det_map50", "seg": "seg_miou"}
 DEFAULT_SPECS = ["none", "hflip", "scales=0.75:1:1.25", "hflip@det+seg,scales=1:1.25", "tencrop",
                  "hflip@det+seg,scales=1:1.25,fivecrop"]
-
-
-def machine() -> str:
-    """One line: cores, CPU model, torch version."""
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores, {model}, torch {torch.__version__}, no GPU used"
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def entry_sizes(folder: Path, n_seg: int) -> dict:

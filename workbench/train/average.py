@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
-from workbench.io import atomic_dir, read_json, write_json
+from workbench.io import atomic_dir, write_json
 from workbench.metrics.scoring import split_ground_truth
 from workbench.models.model import resolve_device
 from workbench.runs import RUNS_DIR, WEIGHTS, load_model, open_run, save_weights
