@@ -248,8 +248,10 @@ def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
     preds, folder, reused = predict_run(config)
     click.echo(f"{'reused' if reused else 'wrote'} {folder}")
     if split == "val":
+        from workbench.runs import open_run
         spec = DatasetSpec(data_path)
-        metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"))
+        metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"),
+                        tasks=open_run(run).tasks)
         click.echo(format_table([(Path(run).name, metrics)], "val"))
 
 

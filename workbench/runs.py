@@ -33,6 +33,11 @@ class Run:
     def weights(self) -> Path:
         return self.path / WEIGHTS
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks the run was trained for (a single-task run serves only its own)."""
+        return tuple(self.info.get("tasks") or ("cls", "det", "seg"))
+
     def checkpoint_hash(self) -> str:
         """sha256 of the weights file: what a prediction cache entry is tied to."""
         return hash_file(self.weights)

@@ -23,13 +23,14 @@ from workbench.ensemble.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from workbench.ensemble.members import Member, member_predictions
+from workbench.ensemble.members import Member, member_predictions, member_tasks, serving
 from workbench.errors import WorkbenchError
 from workbench.formats.base import Submission
 from workbench.fuse import blend
 from workbench.io import atomic_path
 from workbench.metrics.scoring import METRICS, GroundTruth, split_ground_truth
 from workbench.metrics.seg import confusion_matrix
+from workbench.models.inference import merge_tasks
 from workbench.predictions import to_submission
 
 TASKS = ("cls", "det", "seg")
@@ -79,8 +80,10 @@ class CompareResult:
         for r in self.rows:
             label = r.label + (" *" if r.label == self.best else "")
             low, high = r.ci["score"]
-            lines.append(f"{label:<{width}}" + "".join(f"{r.metrics[m]:>9.4f}" for m in COLUMNS)
-                         + f"   {r.diff(best, 'score'):+.4f} [{low:+.4f}, {high:+.4f}]")
+            diff = (f"   {r.diff(best, 'score'):+.4f} [{low:+.4f}, {high:+.4f}]" if np.isfinite(r.metrics["score"])
+                    else "   (serves " + ", ".join(t for t, m in zip(TASKS, METRICS.values()) if np.isfinite(r.metrics[m])) + ")")
+            lines.append(f"{label:<{width}}" + "".join(f"{r.metrics[m]:>9.4f}" if np.isfinite(r.metrics[m]) else f"{'-':>9}"
+                                                        for m in COLUMNS) + diff)
         images = ", ".join(f"{t} {n}" for t, n in self.n_images.items())
         lines.append(f"* best member. score diff: row - best member, [low, high] its {100 * self.level:g}% interval "
                      f"over {self.n_boot} paired bootstrap resamples of the images ({images}), seed {self.seed}; "
@@ -130,9 +133,12 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
     truth = split_ground_truth(spec, split)
     preds = member_predictions(list(members), data, split, device, progress)
     labels = unique_labels([m.label for m in members])
+    serves = [set(member_tasks(m)) for m in members]  # a single-task member has a row for its task only
     if len(preds) >= 2:
-        preds.append(blend(preds))
+        parts = {t: blend([preds[i] for i in serving(list(members), t)], tasks=(t,)) for t in TASKS}
+        preds.append(merge_tasks(parts["cls"], parts["det"], parts["seg"]))
         labels.append("blend")
+        serves.append(set(TASKS))
     subs = [to_submission(p, spec.cls_classes, len(spec.seg_classes)) for p in preds]
 
     rng = np.random.default_rng(seed)
@@ -140,19 +146,24 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
     for t, n in names.items():
         if not n:
             raise WorkbenchError(f"{spec.path}: the {split} split has no {t} images to compare on")
-    per_image = build_per_image(subs, truth, names)
+    per_image = build_per_image(subs, truth, names, serves)
     values, samples = {}, {}  # metric -> (R,) values on the split / (R, B) values on each resample
     for task, metric in METRICS.items():
         n = len(names[task])
         # row 0 of the index matrix is the split itself, so one pycocotools evaluate() serves both
         idx = np.concatenate([np.arange(n)[None], resample_indices(n, n_boot, rng)])  # (1 + B, N)
         both = _task_resamples(task, per_image[task], truth, idx)
+        both[[task not in s for s in serves]] = np.nan
         values[metric], samples[metric] = both[:, 0], both[:, 1:]
-    values["score"] = np.mean([values[m] for m in METRICS.values()], axis=0)
+    values["score"] = np.mean([values[m] for m in METRICS.values()], axis=0)  # NaN for a partial member
     samples["score"] = np.mean([samples[m] for m in METRICS.values()], axis=0)
 
     n_members = len(members)
-    best = int(np.argmax(values["score"][:n_members]))
+    full = [r for r in range(n_members) if np.isfinite(values["score"][r])]
+    if not full:
+        raise WorkbenchError("compare needs at least one member that serves all three tasks "
+                             f"({', '.join(m.ref for m in members)})")
+    best = max(full, key=lambda r: values["score"][r])
     rows = []
     for r, label in enumerate(labels):
         ci = {m: tuple(float(v) for v in percentile_interval(paired_differences(samples[m], best)[r], LEVEL))
@@ -175,8 +186,10 @@ def unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
-def build_per_image(subs: list[Submission], truth: GroundTruth, names: dict[str, list[str]]) -> dict:
-    """Per-image material of every row, each in the task's image order `names[task]`.
+def build_per_image(subs: list[Submission], truth: GroundTruth, names: dict[str, list[str]],
+                    serves: list[set] | None = None) -> dict:
+    """Per-image material of every row, each in the task's image order `names[task]`. A row that does
+    not serve a task (`serves[r]`) gets empty material for it (its metric is masked afterwards).
 
     Returns:
         {"cls": (R, N) float64 correctness, "det": R lists of COCO results (image ids of truth.det),
@@ -191,6 +204,8 @@ def build_per_image(subs: list[Submission], truth: GroundTruth, names: dict[str,
     for j, name in enumerate(names["seg"]):
         target = read_mask(truth.seg[name])  # read once for every row
         for r, s in enumerate(subs):
+            if serves is not None and "seg" not in serves[r]:
+                continue
             if name not in s.seg or s.seg[name].shape != target.shape:
                 raise WorkbenchError(f"{truth.seg[name]}: row {r + 1} has no mask of the image's size for {name}")
             seg[r, j] = confusion_matrix(s.seg[name], target, k, truth.ignore_index)

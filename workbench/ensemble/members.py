@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.errors import WorkbenchError
 from workbench.predict import PredictConfig, predict_run
 from workbench.predictions import Predictions
+from workbench.runs import open_run
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,17 @@ def member_predictions(members: list[Member], data: str, split: str, device: str
     """Each member's predictions on a split, from its cache entry (predicting where none is valid)."""
     return [predict_run(PredictConfig(m.run, data, split, device, tta=m.tta), progress=progress)[0]
             for m in members]
+
+
+def member_tasks(member: Member) -> tuple[str, ...]:
+    """The tasks a member serves: those its run was trained for (a single-task run serves one)."""
+    return open_run(member.run).tasks
+
+
+def serving(members: list[Member], task: str) -> list[int]:
+    """Indices of the members that serve `task`; an error when none does."""
+    found = [i for i, m in enumerate(members) if task in member_tasks(m)]
+    if not found:
+        raise WorkbenchError(f"no member serves {task}: {', '.join(m.ref for m in members)} "
+                             f"(single-task runs serve only their own task)")
+    return found

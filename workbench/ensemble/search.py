@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from workbench.data.spec import DatasetSpec, read_mask
-from workbench.ensemble.members import Member, member_predictions
+from workbench.ensemble.members import Member, member_predictions, member_tasks, serving
 from workbench.ensemble.spec import TASKS, EnsembleSpec, TaskBlend, blend_spec
 from workbench.fuse import FusionConfig
 from workbench.fuse.det import fuse_boxes, list_fusions
@@ -160,30 +160,32 @@ def search_ensemble(config: SearchConfig, progress: bool = False) -> EnsembleSpe
     blends, halves, evaluated = {}, {}, 0
     for task in TASKS:
         names = truth.names(task)
-        scorer = TaskScorer(task, preds, truth, names)
+        idx = serving(members, task)  # single-task members take part in their own task only
+        scorer = TaskScorer(task, [preds[i] for i in idx], truth, names)
         search, held = split_halves(len(names), rng)
-        counts, _, n = greedy_selection(len(members), lambda c: scorer(c, search), config.rounds)
+        counts, _, n = greedy_selection(len(idx), lambda c: scorer(c, search), config.rounds)
         evaluated += n
         fusion = FusionConfig()
         if task == "det" and config.search_fusion:
             trials = [(scorer(counts, search, f), -k) for k, f in enumerate(FUSION_GRID)]
             evaluated += len(trials)
             fusion = FUSION_GRID[-max(trials)[1]]
-        singles = [tuple(int(i == j) for j in range(len(members))) for i in range(len(members))]
-        best_single = max(range(len(members)), key=lambda i: scorer(singles[i], search))
+        singles = [tuple(int(i == j) for j in range(len(idx))) for i in range(len(idx))]
+        best_single = max(range(len(idx)), key=lambda i: scorer(singles[i], search))
         halves[task] = {
-            "best_member": members[best_single].ref,
+            "best_member": members[idx[best_single]].ref,
             "member_search": round(scorer(singles[best_single], search), 5),
             "member_holdout": round(scorer(singles[best_single], held), 5),
             "blend_search": round(scorer(counts, search, fusion), 5),
             "blend_holdout": round(scorer(counts, held, fusion), 5),
         }
         used = [i for i, c in enumerate(counts) if c]
-        blends[task] = TaskBlend(tuple(members[i] for i in used), tuple(float(counts[i]) for i in used), fusion)
+        blends[task] = TaskBlend(tuple(members[idx[i]] for i in used), tuple(float(counts[i]) for i in used), fusion)
     result = EnsembleSpec(blends)
     by_member = dict(zip(members, preds))
     classes, k_seg = spec.cls_classes, len(spec.seg_classes)
-    exact = {m.ref: _rounded(score(to_submission(p, classes, k_seg), truth)) for m, p in by_member.items()}
+    exact = {m.ref: _rounded(score(to_submission(p, classes, k_seg), truth, tasks=member_tasks(m)))
+             for m, p in by_member.items()}
     exact["blend"] = _rounded(score(to_submission(blend_spec(result, by_member), classes, k_seg), truth))
     info = {"data": str(spec.path), "split": config.split,
             "search": {"rounds": config.rounds, "seed": config.seed, "fusion_searched": config.search_fusion,

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from workbench.errors import DataError, WorkbenchError
-from workbench.ensemble.members import Member, parse_member
+from workbench.ensemble.members import Member, parse_member, serving
 from workbench.fuse import FusionConfig, blend
 from workbench.io import write_yaml
 from workbench.models.inference import merge_tasks
@@ -45,9 +45,15 @@ class EnsembleSpec:
     @classmethod
     def equal(cls, members: list[Member], weights: tuple[float, ...] | None = None,
               fusion: FusionConfig = FusionConfig()) -> "EnsembleSpec":
-        """The same members and weights for every task."""
+        """The same members and weights for every task (each task taking the members that serve it)."""
         w = tuple(weights) if weights else (1.0,) * len(members)
-        return cls({t: TaskBlend(tuple(members), w, fusion) for t in TASKS})
+        if len(w) != len(members):
+            raise WorkbenchError(f"{len(w)} weights for {len(members)} members")
+        blends = {}
+        for t in TASKS:
+            idx = serving(list(members), t)
+            blends[t] = TaskBlend(tuple(members[i] for i in idx), tuple(w[i] for i in idx), fusion)
+        return cls(blends)
 
     def members(self) -> list[Member]:
         """Distinct members over all tasks, in order of first use."""

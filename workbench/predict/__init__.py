@@ -47,7 +47,7 @@ class PredictConfig:
 def data_fingerprint(samples: dict) -> str:
     """sha256 over each task's image names and byte sizes: changes when the images of a split change."""
     h = hashlib.sha256()
-    for task in TASKS:
+    for task in [t for t in TASKS if t in samples]:
         for s in samples[task]:
             h.update(f"{task}/{s.name}/{s.path.stat().st_size}\n".encode())
     return h.hexdigest()
@@ -71,8 +71,8 @@ def load_cached(run: Run, split: str, expect: dict) -> Predictions | None:
 
 def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
     """Fuse each task's views (a single view passes through unchanged)."""
-    fused = {t: (views[0] if len(views) == 1 else blend(views)) for t, views in per_task.items()}
-    return merge_tasks(fused["cls"], fused["det"], fused["seg"])
+    fused = {t: (views[0] if len(views) == 1 else blend(views, tasks=(t,))) for t, views in per_task.items()}
+    return merge_tasks(*(fused.get(t, Predictions()) for t in TASKS))
 
 
 def _prepare(config: PredictConfig):
@@ -81,7 +81,8 @@ def _prepare(config: PredictConfig):
     run = open_run(config.run)
     spec = DatasetSpec(config.data)
     tta = parse_tta(config.tta)
-    datasets = build_datasets(spec, config.split, run.info["img_size"])
+    tasks = run.tasks
+    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info["img_size"]).items() if t in tasks}
     samples = {t: ds.samples for t, ds in datasets.items()}
     expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": tta.key,
               "data": data_fingerprint(samples), "cache_version": CACHE_VERSION}
@@ -119,10 +120,10 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
             **expect, "run": run.id, "data_file": str(spec.path), "tta_spec": config.tta,
             "views": {t: [v.key for v in vs] for t, vs in _views(tta).items()},
             "images": {t: [s.name for s in ds.samples] for t, ds in datasets.items()},
-            "sizes": {t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
+            "tasks": list(datasets), "sizes": {t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
             "seg_logits": "float16 at ceil(H/4) x ceil(W/4) of the original image",
             "device": str(device), "timings": timings,
-            "ms_per_image": {t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in TASKS}})
+            "ms_per_image": {t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in datasets}})
     return preds, folder, False
 
 
@@ -148,13 +149,13 @@ def compare_tta(config: PredictConfig, progress: bool = True) -> list[tuple[str,
         full = merge_tasks(*(preds if t == task else Predictions() for t in TASKS))
         return score(to_submission(full, classes, k_seg), truth, tasks=(task,))[METRICS[task]]
 
-    ms = {t: 1000 * timings[f"{t}_s"] / max(1, len(datasets[t])) for t in TASKS}
+    ms = {t: 1000 * timings[f"{t}_s"] / max(1, len(datasets[t])) for t in datasets}
     rows: dict[str, dict] = {}
-    for task in TASKS:  # each view alone; its time is the task's batched time shared out per view
+    for task in datasets:  # each view alone; its time is the task's batched time shared out per view
         for v, p in zip(views[task], per_task[task]):
             rows.setdefault(v.key, {}).update({METRICS[task]: task_score(task, p), f"{task}_ms": ms[task] / len(views[task])})
     fused = f"fused ({tta.key})"
-    for task in TASKS:
+    for task in datasets:
         if len(views[task]) > 1:
             rows.setdefault(fused, {}).update({METRICS[task]: task_score(task, blend(per_task[task])),
                                                f"{task}_ms": ms[task]})

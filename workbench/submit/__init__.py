@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from workbench.data.spec import TASKS, DatasetSpec
-from workbench.ensemble.members import Member
+from workbench.ensemble.members import Member, member_tasks
 from workbench.ensemble.spec import EnsembleSpec, blend_spec
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
 from workbench.io import atomic_dir, hash_file, read_json, write_json
@@ -69,7 +69,8 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
 
     val_preds, val_records = predict_members(members, config.data, "val", config.device, progress)
     val_truth = split_ground_truth(spec, "val")
-    val_scores = {m.label: score(to_submission(p, classes, k_seg), val_truth) for m, p in val_preds.items()}
+    val_scores = {m.label: score(to_submission(p, classes, k_seg), val_truth, tasks=member_tasks(m))
+                  for m, p in val_preds.items()}
     if len(members) > 1:
         val_scores["blend"] = score(to_submission(blend_spec(config.ensemble, val_preds), classes, k_seg), val_truth)
 
