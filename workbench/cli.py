@@ -221,6 +221,48 @@ def train_avg_cmd(run, top, name, device, overwrite):
     report_run(average_run(run, top=top, name=name, device=device, overwrite=overwrite))
 
 
+# -- distill ---------------------------------------------------------------------------------
+@main.command("distill")
+@click.argument("teacher", nargs=-1, required=True)
+@click.option("--student", required=True, help="The student's timm backbone.")
+@click.option("--pretrained", help="Student backbone weights (local file).")
+@click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5.")
+@click.option("--unlabeled", type=click.Path(file_okay=False), help="Folder of unlabelled images (default: the data set's).")
+@click.option("--route", help="Which unlabelled images serve which task: 'cls=crop_*,seg=scene_*|frame_*' "
+                              "(file-name globs; a task not named gets none; default: every image for every task).")
+@click.option("--det-threshold", type=float, help="Score threshold of pseudo boxes (default: the F1-maximising one on val).")
+@click.option("--seg-confidence", default=0.5, show_default=True, help="Pseudo-mask pixels below this teacher probability are ignored.")
+@click.option("--temperature", default=2.0, show_default=True, help="Distillation temperature of the soft class targets.")
+@click.option("--pseudo-weight", default=1.0, show_default=True, help="Weight of a pseudo-labelled batch's loss.")
+@click.option("--allow-test", is_flag=True, help="Pseudo-label images identical to test images anyway (recorded as a warning).")
+@recipe_options
+def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_threshold, seg_confidence, temperature,
+                pseudo_weight, allow_test, **kw):
+    """Distil TEACHER (ENSEMBLE.yaml or MEMBER ...) into one student run, via pseudo-labels on unlabelled images."""
+    from workbench.distill import DistillConfig, distill
+    from workbench.ensemble.members import parse_member
+    from workbench.ensemble.spec import EnsembleSpec
+    from workbench.train.trainer import DEFAULT_BATCH, DEFAULT_SIZES
+    if len(teacher) == 1 and teacher[0].endswith((".yaml", ".yml")):
+        spec = EnsembleSpec.load(teacher[0])
+    else:
+        spec = EnsembleSpec.equal([parse_member(m) for m in teacher])
+    data_path, name, overwrite, device = kw.pop("data_path"), kw.pop("name"), kw.pop("overwrite"), kw.pop("device")
+    train_fields = dict(backbone=student, pretrained=pretrained, **parse_norm(norm), temperature=temperature,
+                        pseudo_weight=pseudo_weight, seg_confidence=seg_confidence,
+                        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size"),
+                        batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
+                        task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
+                        loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),
+                        class_balance=parse_task_map(kw.pop("class_balance"), "--class-balance", str), **kw)
+    config = DistillConfig(spec, data_path, name or f"student-{student}", route=parse_task_map(route, "--route", str),
+                           unlabeled=unlabeled, seg_confidence=seg_confidence, det_threshold=det_threshold,
+                           allow_test=allow_test, overwrite=overwrite, device=device, train=train_fields)
+    pseudo, run_dir = distill(config)
+    click.echo(f"pseudo-labels: {pseudo}")
+    report_run(run_dir)
+
+
 # -- predict ---------------------------------------------------------------------------------
 @main.command("predict")
 @click.argument("run")

@@ -7,6 +7,7 @@ labels are read by scoring alone.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -130,9 +131,13 @@ class DatasetSpec:
 
     Args:
         path: the dataset.yaml.
+        route: which images of the `unlabeled` folder serve which task, as the split "unlabeled"
+            reads them: task -> file-name glob patterns joined by "|" (e.g. {"cls": "crop_*",
+            "seg": "scene_*"}); a task not named gets none; None: every image for every task.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, route: dict[str, str] | None = None):
+        self.route = dict(route) if route is not None else None
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise DataError(self.path, "dataset file not found")
@@ -186,6 +191,8 @@ class DatasetSpec:
     # -- splits ----------------------------------------------------------------------------
     def cls_samples(self, split: str) -> list[ClsSample]:
         """Classification samples of a split: ImageFolder, a CSV `image,label`, or (test) a folder."""
+        if split == "unlabeled":
+            return [ClsSample(p) for p in self.unlabeled_images("cls")]
         folder = self._resolve(self._entry("cls", split))
         if split == "test":
             return [ClsSample(p) for p in list_images(folder)]
@@ -215,20 +222,23 @@ class DatasetSpec:
 
     def det_samples(self, split: str) -> list[DetSample]:
         """Detection samples of a split, boxes in COCO [x, y, w, h] pixels (test: no boxes)."""
-        entry = self._entry("det", split)
-        if split == "test":
+        if split in ("test", "unlabeled"):
             samples = []
-            for p in list_images(self._resolve(entry)):
+            images = self.unlabeled_images("det") if split == "unlabeled" else list_images(self._resolve(self._entry("det", split)))
+            for p in images:
                 with Image.open(p) as im:
                     w, h = im.size
                 samples.append(DetSample(p, w, h))
             return samples
+        entry = self._entry("det", split)
         ann_path = self._resolve(entry["annotations"])
         return coco_to_samples(read_coco(ann_path), self._resolve(entry["images"]), ann_path,
                                set(self.det_category_ids))
 
     def seg_samples(self, split: str) -> list[SegSample]:
         """Segmentation samples of a split; every image needs a mask of the same stem (not test)."""
+        if split == "unlabeled":
+            return [SegSample(p) for p in self.unlabeled_images("seg")]
         entry = self._entry("seg", split)
         if split == "test":
             return [SegSample(p) for p in list_images(self._resolve(entry))]
@@ -248,9 +258,15 @@ class DatasetSpec:
         """File names of a task's test images, sorted."""
         return [p.name for p in list_images(self._resolve(self._entry(task, "test")))]
 
-    def unlabeled_images(self) -> list[Path]:
-        """Images of the `unlabeled` folder."""
-        return list_images(self._resolve(self.raw["unlabeled"]))
+    def unlabeled_images(self, task: str | None = None) -> list[Path]:
+        """Images of the `unlabeled` folder (those routed to `task` when given; see `route`)."""
+        if "unlabeled" not in self.raw:
+            raise DataError(self.path, "the data set has no 'unlabeled' folder")
+        images = list_images(self._resolve(self.raw["unlabeled"]))
+        if task is None or self.route is None:
+            return images
+        patterns = [p for p in self.route.get(task, "").split("|") if p]
+        return [p for p in images if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
 
     # -- sealed truth (scoring only) ---------------------------------------------------------
     def _truth(self, task: str) -> Path:

@@ -24,6 +24,34 @@ def seg_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
     return up.sum() * 0.0  # a batch of ignore-only masks: no signal, keep the graph
 
 
+def soft_cls_loss(logits: torch.Tensor, probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): T^2 * KL(teacher_T || student_T).
+
+    Args:
+        logits: (B, K) student logits.
+        probs: (B, K) teacher probabilities (at temperature 1); sharpened or softened to
+            temperature T as softmax(log p / T).
+    """
+    teacher = torch.softmax(torch.log(probs.clamp_min(1e-8)) / temperature, dim=1)
+    student = torch.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(student, teacher, reduction="batchmean") * temperature**2
+
+
+def soft_seg_loss(logits: torch.Tensor, probs: torch.Tensor, confidence: float = 0.5) -> torch.Tensor:
+    """Soft cross-entropy with the teacher's per-pixel probabilities at 1/4 resolution, over the
+    pixels where the teacher is confident (max probability >= confidence; padding has none).
+
+    Args:
+        logits: (B, K, h, w) student logits; probs: (B, K, h, w) teacher probabilities.
+    """
+    top = probs.max(dim=1).values
+    weight = ((top >= confidence) & (top > 0)).float()  # letterbox padding holds no probability
+    if weight.sum() == 0:
+        return logits.sum() * 0.0
+    ce = -(probs * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    return (ce * weight).sum() / weight.sum()
+
+
 def encode_det_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
                        out_hw: tuple[int, int], stride: int = DET_STRIDE, alpha: float = 0.54):
     """Build CenterNet targets on the (h, w) output grid.

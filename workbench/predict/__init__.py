@@ -34,7 +34,10 @@ CACHE_VERSION = 2
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """What to predict: a run, a data set, a split (train, val or test) and a TTA spec."""
+    """What to predict: a run, a data set, a split (train, val, test or unlabeled) and a TTA spec.
+
+    route: for the "unlabeled" split, which of its images each task gets (see DatasetSpec).
+    """
 
     run: str
     data: str
@@ -42,6 +45,8 @@ class PredictConfig:
     device: str = "auto"
     batch_size: int = 16
     tta: str = "none"
+    route: tuple[tuple[str, str], ...] | None = None  # (task, patterns) pairs: hashable
+    unlabeled: str | None = None  # another folder of unlabelled images than the data set's
 
 
 def data_fingerprint(samples: dict) -> str:
@@ -76,13 +81,16 @@ def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
 
 
 def _prepare(config: PredictConfig):
-    if config.split not in ("train", "val", "test"):
-        raise RunError(f"unknown split {config.split!r} (train, val or test)")
+    if config.split not in ("train", "val", "test", "unlabeled"):
+        raise RunError(f"unknown split {config.split!r} (train, val, test or unlabeled)")
     run = open_run(config.run)
-    spec = DatasetSpec(config.data)
+    spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None)
+    if config.unlabeled:
+        spec.raw["unlabeled"] = str(Path(config.unlabeled).resolve())
     tta = parse_tta(config.tta)
     tasks = run.tasks
-    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info["img_size"]).items() if t in tasks}
+    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info["img_size"]).items()
+                if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
     expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": tta.key,
               "data": data_fingerprint(samples), "cache_version": CACHE_VERSION}

@@ -43,7 +43,7 @@ from workbench.errors import RunError
 from workbench.io import atomic_path, read_json, write_json, write_text, write_yaml
 from workbench.metrics.scoring import METRICS, score, split_ground_truth
 from workbench.models.inference import merge_tasks, predict_all
-from workbench.models.losses import cls_loss, det_loss, seg_loss
+from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
 from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
 from workbench.predictions import Predictions, to_submission
 from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
@@ -95,6 +95,10 @@ class TrainConfig:
     class_balance: dict | None = None  # task -> "sample" (cls, det) | "loss" (cls, seg)
     augment: str | None = None  # per-task augmentation text (workbench.data.augment); None: defaults
     keep_top: int = 3  # best checkpoints kept for `wb train avg`
+    pseudo: str | None = None  # a pseudo-labelled data set (workbench.distill) trained on beside `data`
+    pseudo_weight: float = 1.0  # weight of a pseudo-labelled batch's loss
+    temperature: float = 2.0  # distillation temperature of the soft class targets
+    seg_confidence: float = 0.5  # soft seg targets count where the teacher's top probability reaches this
     checkpoint_every: int | None = None  # optimizer steps between resume checkpoints (also every epoch)
     name: str | None = None
     runs_dir: str = str(RUNS_DIR)
@@ -195,6 +199,18 @@ def task_loss(model, task: str, batch, device, ignore_index: int, class_weights:
     return seg_loss(out, target.to(device), ignore_index, weight=weight)
 
 
+def pseudo_loss(model, task: str, batch, device, config: TrainConfig) -> torch.Tensor:
+    """Loss of a pseudo-labelled batch: soft targets for cls (KD at `temperature`) and seg (soft
+    cross-entropy over confident pixels), the teacher's boxes as hard labels for det."""
+    if task == "det":
+        return task_loss(model, "det", batch, device, 255, {})
+    if task == "cls":
+        images, probs = batch
+        return soft_cls_loss(model(images.to(device), tasks=("cls",))["cls"], probs.to(device), config.temperature)
+    images, _, soft = batch
+    return soft_seg_loss(model(images.to(device), tasks=("seg",))["seg"], soft.to(device), config.seg_confidence)
+
+
 def validate(model, val_sets: dict, spec: DatasetSpec, truth, tasks, device) -> dict[str, float]:
     """Val metrics of the tasks trained ({"cls_top1", ..., "score"} = their mean)."""
     out, _ = predict_all(model, {t: val_sets[t] for t in tasks}, spec.det_category_ids, device)
@@ -236,6 +252,14 @@ class Trainer:
                                       self._sample_weights(t) if balance.get(t) == "sample" else None)
                         for t in self.tasks}
         self.class_weights = {t: self._loss_weights(t) for t in self.tasks if balance.get(t) == "loss"}
+        self.pseudo_sets, self.pseudo_streams = {}, {}
+        if config.pseudo:
+            from workbench.data.pseudo import build_pseudo_datasets
+            sets = build_pseudo_datasets(config.pseudo, config.img_size, self.spec.det_category_ids,
+                                         self.spec.ignore_index, augment)
+            self.pseudo_sets = {t: ds for t, ds in sets.items() if t in self.tasks}
+            self.pseudo_streams = {t: TaskStream(len(ds), config.batch_size[t], config.seed, f"pseudo-{t}")
+                                   for t, ds in self.pseudo_sets.items()}
         sizes = {t: len(self.train_sets[t]) for t in self.tasks}
         if config.steps_per_epoch:
             self.steps = config.steps_per_epoch
@@ -295,6 +319,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "balancer": self.balancer.state_dict(), "balancer_extra": self.balancer.extra_state(),
                 "streams": {t: s.state() for t, s in self.streams.items()},
+                "pseudo_streams": {t: s.state() for t, s in self.pseudo_streams.items()},
                 "progress": {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
                              "sums": self.sums, "batches_taken": self.batches_taken, "rows": self.rows,
                              "step_rows": self.step_rows, "best": self.best, "best_ema": self.best_ema,
@@ -311,6 +336,8 @@ class Trainer:
         self.balancer.load_extra_state(state["balancer_extra"])
         for t, s in state["streams"].items():
             self.streams[t].load_state(s)
+        for t, s in state.get("pseudo_streams", {}).items():
+            self.pseudo_streams[t].load_state(s)
         for key, value in state["progress"].items():
             setattr(self, key, value)
         self.head_states = state["head_states"]
@@ -327,7 +354,7 @@ class Trainer:
         active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
         chosen = step_tasks(config.sampling, active, self.sizes, config.seed, self.step) if active else []
         self.optimizer.zero_grad(set_to_none=True)
-        grads, losses = {}, {}
+        grads, losses, pseudo_losses = {}, {}, {}
         touched = [False] * len(self.shared)  # shared parameters some task's loss reached
         for task in chosen:
             for _ in range(config.accum):
@@ -339,6 +366,12 @@ class Trainer:
                 (self.balancer(task, loss) / config.accum).backward()
                 losses[task] = losses.get(task, 0.0) + loss.item() / config.accum
                 self.batches_taken[task] += 1
+                if task in self.pseudo_sets:  # a pseudo-labelled batch beside each labelled one
+                    pbatch = make_batch(self.pseudo_sets[task], self.pseudo_streams[task].next(),
+                                        collate_det if task == "det" else None)
+                    ploss = pseudo_loss(self.model, task, pbatch, self.device, config)
+                    (self.balancer(task, ploss * config.pseudo_weight) / config.accum).backward()
+                    pseudo_losses[task] = pseudo_losses.get(task, 0.0) + ploss.item() / config.accum
             if self.shared:  # take this task's backbone gradient out, so the next task's starts at zero
                 flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.shared])
                 for i, p in enumerate(self.shared):
@@ -350,6 +383,8 @@ class Trainer:
             row[f"loss_{t}"] = round(losses[t], 6) if t in losses else None
             row[f"grad_{t}"] = round(float(grads[t].norm()), 6) if t in grads else None
             row[f"weight_{t}"] = round(self.balancer.weight(t), 6)
+            if t in self.pseudo_sets:
+                row[f"pseudo_{t}"] = round(pseudo_losses[t], 6) if t in pseudo_losses else None
         if grads:
             if config.clip == "task":
                 grads = clip_task_gradients(grads, config.clip_norm)
@@ -523,8 +558,13 @@ def _inherit(config: TrainConfig, parent) -> TrainConfig:
                    mean=model.mean, std=model.std, img_size=dict(parent.info.get("img_size", config.img_size)))
 
 
-def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -> Path:
+def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, kind: str | None = None,
+          parents: list[str] | None = None, notes: dict | None = None) -> Path:
     """Start a run of `config.recipe`.
+
+    Args:
+        kind, parents: override run.json's kind and parents (distillation: "student", the teacher's runs).
+        notes: extra run.json entries.
 
     Returns:
         The run folder, with run.json status "complete".
@@ -537,7 +577,8 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True) -
     run_dir = make_run_dir(config, overwrite)
     write_yaml(run_dir / "config.yaml", config.to_yaml_dict())
     trainer = Trainer(config, run_dir, parent)
-    info = {"run_id": run_dir.name, "kind": config.recipe, "parents": [parent.id] if parent else [],
+    info = {"run_id": run_dir.name, "kind": kind or config.recipe,
+            "parents": parents if parents is not None else ([parent.id] if parent else []), **(notes or {}),
             "backbone": config.backbone, "tasks": list(trainer.tasks), "data": str(spec.path), "status": "running",
             "model": trainer.model.config.to_dict(), "img_size": dict(config.img_size),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "best": None}
