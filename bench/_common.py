@@ -23,3 +23,9 @@ def commit() -> str:
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def header(title: str, command: str) -> list[str]:
+    """The first lines of a report: title, date, machine, commit and the command that made it."""
+    return [f"# {title}", "", f"- date: {now()}", f"- machine: {machine()}", f"- commit: {commit()}",
+            f"- command: `{command}`"]

@@ -11,13 +11,12 @@ pseudo-labelled images, so the only difference is the distillation. Runs are reu
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import yaml
 
-from _common import commit, machine, now  # noqa: E402  (bench/ is the script folder)
+from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.distill import PSEUDO_DIR, DistillConfig, distill
 from workbench.ensemble.members import member_tasks, parse_member
@@ -95,10 +94,9 @@ def main(argv=None) -> None:
                f"- Against its twin trained without pseudo-labels: {student_row[1]['score'] - twin_row[1]['score']:+.4f} "
                f"combined ({', '.join(f'{t} {student_row[1][k] - twin_row[1][k]:+.4f}' for k, t in METRICS[:3])})."]
     counts = pseudo_meta["counts"]
-    lines = [f"# Distillation on {Path(args.data).parent.name} val", "",
-             f"- date: {now()}", f"- machine: {machine()}", f"- commit: {commit()}",
-             f"- command: `python bench/distill.py --data {args.data} --twin {args.twin} --name {args.name} "
-             f"--route '{args.route}' --out {args.out} {' '.join(args.teacher)}`",
+    lines = [*header(f"Distillation on {Path(args.data).parent.name} val",
+                     f"python bench/distill.py --data {args.data} --twin {args.twin} --name {args.name} "
+                     f"--route '{args.route}' --out {args.out} {' '.join(args.teacher)}"),
              f"- pseudo-labels: {counts['cls']} crops (soft class probabilities, temperature "
              f"{fields.get('temperature', 2.0)}), {counts['det_images']} scenes with {counts['det_boxes']} boxes at "
              f"score >= {pseudo_meta['det_threshold']:.3f} (F1 {pseudo_meta['det_threshold_f1_on_val']:.3f} on val, "

@@ -17,7 +17,7 @@ from pathlib import Path
 import timm
 import torch
 
-from _common import commit, machine, now  # noqa: E402  (bench/ is the script folder)
+from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.loaders import collate_det
 from workbench.errors import RunError
 from workbench.train.streams import make_batch
@@ -136,10 +136,9 @@ def main(argv=None) -> None:
     winners.append(f"- Combined score of one model: **{label}** ({b['score']:.4f}); the three single-task models "
                    f"together score {combined['score']:.4f} at three times the inference cost.")
     total_steps = args.epochs * args.steps_per_epoch
-    lines = [f"# Training recipes on {Path(args.data).parent.name} val", "",
-             f"- date: {now()}", f"- machine: {machine()}", f"- commit: {commit()}",
-             f"- command: `python bench/recipes.py --data {args.data} --backbone {args.backbone} --epochs {args.epochs} "
-             f"--steps-per-epoch {args.steps_per_epoch} --img-size {args.img_size}`",
+    lines = [*header(f"Training recipes on {Path(args.data).parent.name} val",
+                     f"python bench/recipes.py --data {args.data} --backbone {args.backbone} --epochs {args.epochs} "
+                     f"--steps-per-epoch {args.steps_per_epoch} --img-size {args.img_size}"),
              f"- every run: {args.backbone} from `{args.pretrained}` (norm {args.norm}), {total_steps} optimizer steps "
              f"({args.epochs} epochs x {args.steps_per_epoch}), input {args.img_size}, batch "
              f"{' / '.join(f'{t} {b}' for t, b in DEFAULT_BATCH.items())}, "
