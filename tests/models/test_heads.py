@@ -46,3 +46,21 @@ def test_attention_pool_head_shape_and_size_independence():
 def test_group_norm_groups_divide_any_width():
     # at most 8 groups, and a divisor of the width: 64 -> 8, 12 -> 4, 20 -> 4, 6 -> 6
     assert [conv_gn_relu(3, c)[1].num_groups for c in (64, 12, 20, 6)] == [8, 4, 4, 6]
+
+
+def test_box_size_head_keeps_a_gradient_where_a_relu_would_be_dead():
+    """With every size pre-activation negative, a ReLU gives all boxes size 0 and no gradient (the run
+    never detects anything again); softplus keeps both."""
+    import torch.nn.functional as F
+
+    from workbench.models.heads import CenterHead
+    from workbench.models.model import ModelConfig
+    for activation, alive in (("softplus", True), ("relu", False)):
+        head = CenterHead(8, 3, size_activation=activation)
+        torch.nn.init.constant_(head.size[-1].bias, -10.0)
+        torch.nn.init.zeros_(head.size[-1].weight)
+        out = head(torch.randn(1, 8, 4, 4))
+        F.l1_loss(out["size"], torch.full_like(out["size"], 5.0)).backward()
+        assert (head.size[-1].bias.grad.abs().sum() > 0) == alive, activation
+    legacy = ModelConfig.from_dict({"backbone": "resnet10t", "num_cls": 2, "num_det": 2, "num_seg": 2})
+    assert legacy.det_size_activation == "relu" and ModelConfig("resnet10t", 2, 2, 2).det_size_activation == "softplus"

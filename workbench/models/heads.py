@@ -64,7 +64,7 @@ class CenterHead(nn.Module):
     width and height in feature cells, "offset" (B, 2, h, w) sub-cell centre offset in [0, 1).
     """
 
-    def __init__(self, channels: int, num_classes: int, prior: float = 0.1):
+    def __init__(self, channels: int, num_classes: int, prior: float = 0.1, size_activation: str = "softplus"):
         super().__init__()
 
         def branch(cout: int) -> nn.Sequential:
@@ -72,9 +72,16 @@ class CenterHead(nn.Module):
 
         self.heatmap, self.size, self.offset = branch(num_classes), branch(2), branch(2)
         nn.init.constant_(self.heatmap[-1].bias, -torch.log(torch.tensor((1 - prior) / prior)).item())
+        if size_activation not in ("softplus", "relu"):
+            raise ValueError(f"size_activation must be softplus or relu, got {size_activation!r}")
+        # softplus: a ReLU here can die (every pre-activation negative, no gradient), and then every box
+        # has zero size and is dropped: mAP 0 for the rest of the run. "relu" rebuilds older runs.
+        self.size_activation = size_activation
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"heatmap": self.heatmap(x), "size": F.relu(self.size(x)), "offset": torch.sigmoid(self.offset(x))}
+        size = self.size(x)
+        size = F.softplus(size) if self.size_activation == "softplus" else F.relu(size)
+        return {"heatmap": self.heatmap(x), "size": size, "offset": torch.sigmoid(self.offset(x))}
 
 
 class SemanticHead(nn.Module):

@@ -32,6 +32,7 @@ class ModelConfig:
     pretrained: str | None = None  # local weights file for the backbone, or "timm" for timm's own download
     mean: tuple[float, float, float] | None = None  # None: the backbone's pretrained_cfg
     std: tuple[float, float, float] | None = None
+    det_size_activation: str = "softplus"  # runs written before it existed used "relu" (from_dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -44,6 +45,7 @@ class ModelConfig:
         d = dict(d)
         for k in ("mean", "std"):
             d[k] = tuple(d[k]) if d.get(k) else None
+        d.setdefault("det_size_activation", "relu")  # older run.json: the head had a ReLU
         return cls(**d)
 
 
@@ -134,7 +136,7 @@ class MultiTaskModel(nn.Module):
         self.neck = FPN(channels, config.neck_channels)
         self.heads = nn.ModuleDict({
             "cls": AttentionPoolHead(channels[-1], config.num_cls),
-            "det": CenterHead(config.neck_channels, config.num_det),
+            "det": CenterHead(config.neck_channels, config.num_det, size_activation=config.det_size_activation),
             "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg),
         })
 
