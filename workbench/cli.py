@@ -312,15 +312,19 @@ def ensemble():
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for compare.csv and compare.png "
               "(default: ensembles/compare-<time>).")
 @click.option("--device", default="auto", show_default=True)
-def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, device):
-    """Score each member and their equal-weight blend, with 95% bootstrap intervals of the difference
-    from the best member; save a CSV and a bar chart."""
+@click.option("--spec", "spec_files", multiple=True, type=click.Path(dir_okay=False),
+              help="An ensemble spec (e.g. from `ensemble search`) to add as a row; repeatable.")
+def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, device, spec_files):
+    """Score each member and their equal-weight blend (and any --spec blend), with 95% bootstrap
+    intervals of the difference from the best member; save a CSV and a bar chart."""
     from datetime import datetime
     from workbench.ensemble.compare import compare_members
     from workbench.ensemble.members import parse_member
+    from workbench.ensemble.spec import EnsembleSpec
     out_dir = Path(out_dir or f"ensembles/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    specs = {Path(f).stem: EnsembleSpec.load(f) for f in spec_files}
     result = compare_members([parse_member(m) for m in members], data_path, split, n_boot, seed, device, out_dir,
-                             progress=True)
+                             progress=True, specs=specs)
     click.echo(result.to_table())
     click.echo(f"wrote {out_dir}/compare.csv and compare.png")
 

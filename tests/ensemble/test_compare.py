@@ -9,6 +9,7 @@ import pytest
 from workbench.data.spec import DatasetSpec
 from workbench.ensemble.compare import CompareResult, CompareRow, compare_members, unique_labels
 from workbench.ensemble.members import Member, member_predictions
+from workbench.errors import WorkbenchError
 from workbench.fuse import blend
 from workbench.metrics.scoring import score, split_ground_truth
 from workbench.predictions import to_submission
@@ -78,3 +79,14 @@ def test_table_by_hand():
 
 def test_unique_labels():
     assert unique_labels(["a", "b", "a", "a"]) == ["a", "b", "a#2", "a#3"]
+
+
+def test_a_spec_row_is_scored_like_the_blend_it_describes(tiny_run, tiny_data):
+    from workbench.ensemble.spec import EnsembleSpec
+    members = [Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")]
+    only_first = EnsembleSpec.equal(members[:1])
+    result = compare_members(members, str(tiny_data), n_boot=5, device="cpu", specs={"searched": only_first})
+    assert [r.label for r in result.rows][-1] == "searched"
+    assert result.row("searched").metrics == result.row(tiny_run.name).metrics  # one member, weight 1: itself
+    with pytest.raises(WorkbenchError, match="not among the compared members"):
+        compare_members(members[1:], str(tiny_data), n_boot=5, device="cpu", specs={"s": only_first})

@@ -24,6 +24,7 @@ from workbench.ensemble.bootstrap import (
     resample_indices,
 )
 from workbench.ensemble.members import Member, member_predictions, member_tasks, serving
+from workbench.ensemble.spec import blend_spec
 from workbench.errors import WorkbenchError
 from workbench.formats.base import Submission
 from workbench.fuse import blend
@@ -92,7 +93,8 @@ class CompareResult:
 
 
 def compare_members(members: list[Member], data: str, split: str = "val", n_boot: int = 1000, seed: int = 0,
-                    device: str = "auto", out_dir: Path | None = None, progress: bool = False) -> CompareResult:
+                    device: str = "auto", out_dir: Path | None = None, progress: bool = False,
+                    specs: dict | None = None) -> CompareResult:
     """Score each member and their equal-weight blend on a labelled split, with bootstrap intervals.
 
     Rows are each member alone (in the order given, labelled `Member.label`) and, when there are 2+
@@ -117,6 +119,8 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
             member, interval bounds) and `compare.png` (grouped bars per metric with the intervals)
             are written there atomically.
         progress: show a progress bar while a member has to be predicted.
+        specs: label -> EnsembleSpec (e.g. a searched blend): one more row each, after the blend; every
+            member of a spec must be among `members`.
     Returns:
         CompareResult: rows with metrics {"cls_top1", "det_map50", "seg_miou", "score"} and ci
         {metric: (low, high)} of the difference from the best member (the best's own row is
@@ -139,6 +143,15 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
         preds.append(merge_tasks(parts["cls"], parts["det"], parts["seg"]))
         labels.append("blend")
         serves.append(set(TASKS))
+    if specs:
+        by_member = dict(zip(members, preds))
+        for label, spec_ in specs.items():
+            missing = [m.ref for m in spec_.members() if m not in by_member]
+            if missing:
+                raise WorkbenchError(f"ensemble {label}: member(s) {', '.join(missing)} not among the compared members")
+            preds.append(blend_spec(spec_, by_member))
+            labels.append(label)
+            serves.append(set(TASKS))
     subs = [to_submission(p, spec.cls_classes, len(spec.seg_classes)) for p in preds]
 
     rng = np.random.default_rng(seed)
