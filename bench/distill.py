@@ -19,7 +19,7 @@ import yaml
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.distill import PSEUDO_DIR, DistillConfig, distill
-from workbench.ensemble.members import member_tasks, parse_member
+from workbench.ensemble.members import parse_member
 from workbench.ensemble.spec import EnsembleSpec, blend_spec
 from workbench.io import read_json
 from workbench.metrics.scoring import score, split_ground_truth
@@ -67,10 +67,9 @@ def main(argv=None) -> None:
     preds = {m: predict_run(PredictConfig(m.run, args.data, "val", "cpu", tta=m.tta), progress=False)[0] for m in members}
     teacher_metrics = score(to_submission(blend_spec(teacher, preds), spec.cls_classes, len(spec.seg_classes)), truth)
     teacher_ms = {t: 0.0 for t in TASKS}
-    for m in members:
-        for t, v in ms_per_image(m.run, args.data, m.tta).items():
-            if t in member_tasks(m):
-                teacher_ms[t] += v
+    for t in TASKS:  # a member counts for the tasks the teacher uses it for
+        for m in dict.fromkeys(teacher.tasks[t].members):
+            teacher_ms[t] += ms_per_image(m.run, args.data, m.tta)[t]
     rows = [("teacher: " + " + ".join(m.label for m in members), teacher_metrics, teacher_ms, None)]
     for label, run in ((f"twin: {args.twin} (no pseudo-labels)", args.twin), (f"student: {args.name}", args.name)):
         info = read_json(Path(args.runs_dir) / run / "run.json")
@@ -103,7 +102,7 @@ def main(argv=None) -> None:
              f"the maximum), {counts['seg']} scenes (soft probabilities, pixels under "
              f"{pseudo_meta['seg_confidence']} ignored)",
              "- inference cost: the ms per image recorded in each val cache entry (batched, this CPU); the teacher's "
-             "is the sum of its members' (each with its TTA)",
+             "is, per task, the sum of the members it blends for that task (each with its TTA)",
              f"- benchmark wall time: {time.time() - t_all:.0f} s", "",
              *table, "", *verdict, ""]
     Path(args.out).write_text("\n".join(lines))

