@@ -20,6 +20,7 @@ SAMPLING = ("round-robin", "proportional")
 
 
 def _seed(*parts) -> int:
+    """A stable 32-bit seed from any values (the same across runs and machines, unlike hash())."""
     return zlib.crc32(repr(parts).encode())
 
 

@@ -26,7 +26,6 @@ import math
 import random
 import shutil
 import time
-import zlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,7 +47,7 @@ from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
 from workbench.predictions import Predictions, to_submission
 from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
 from workbench.train.balancing import BALANCERS, CLIP_MODES, clip_task_gradients, make_balancer
-from workbench.train.streams import SAMPLING, TaskStream, make_batch, step_tasks
+from workbench.train.streams import SAMPLING, TaskStream, _seed, make_batch, step_tasks
 
 DEFAULT_SIZES = {"cls": 64, "det": 128, "seg": 128}
 DEFAULT_BATCH = {"cls": 32, "det": 8, "seg": 8}
@@ -159,10 +158,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
-def _seed(*parts) -> int:
-    return zlib.crc32(repr(parts).encode())
 
 
 def seed_step(seed: int, step: int) -> None:
