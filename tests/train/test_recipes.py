@@ -211,3 +211,24 @@ def test_resume_after_sigkill_ends_with_the_metrics_of_an_uninterrupted_run(tiny
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = lambda run: [r for r in rows(tmp_path / "runs" / run / "steps.csv")]  # noqa: E731
     assert steps("cut") == steps("whole")
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_it_resumes(tiny_data, tmp_path, monkeypatch):
+    from workbench.train.trainer import resume
+    config = tiny_train_config(tiny_data, tmp_path, "ctrlc", epochs=2)
+    calls = {"n": 0}
+    original = Trainer.train_step
+
+    def interrupt_in_epoch_two(self):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the first step of epoch 2 (2 steps an epoch)
+            raise KeyboardInterrupt
+        return original(self)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    assert info(tmp_path / "ctrlc")["status"] == "interrupted"
+    assert (tmp_path / "ctrlc" / "curves.png").exists()  # drawn at every epoch's end
+    monkeypatch.setattr(Trainer, "train_step", original)
+    run = resume(tmp_path / "ctrlc", progress=False)
+    assert info(run)["status"] == "complete" and len(rows(run / "metrics.csv")) == 2

@@ -47,6 +47,7 @@ from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
 from workbench.predictions import Predictions, to_submission
 from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
 from workbench.train.balancing import BALANCERS, CLIP_MODES, clip_task_gradients, make_balancer
+from workbench.train.curves import plot_training_curves
 from workbench.train.streams import SAMPLING, TaskStream, _seed, make_batch, step_tasks
 
 DEFAULT_SIZES = {"cls": 64, "det": 128, "seg": 128}
@@ -454,6 +455,7 @@ class Trainer:
         self.epoch_step = 0
         self.sums = {}
         self.write_logs()
+        plot_training_curves(self.run_dir)
         self.write_info("running")
         self.save_state()
         if progress:
@@ -503,6 +505,14 @@ class Trainer:
         write_json(path, info)
 
     def run(self, progress: bool = True) -> Path:
+        """Train to the last epoch. Ctrl-C marks the run "interrupted" (resume it from its last checkpoint)."""
+        try:
+            return self._run(progress)
+        except KeyboardInterrupt:
+            self.write_info("interrupted")
+            raise
+
+    def _run(self, progress: bool) -> Path:
         config = self.config
         while self.epoch < config.epochs:
             self._set_train_mode()
@@ -521,8 +531,6 @@ class Trainer:
             bar.close()
             self.end_epoch(t_start, progress)
         self.write_info("complete")
-        from workbench.train.curves import plot_training_curves
-        plot_training_curves(self.run_dir)
         return self.run_dir
 
 
