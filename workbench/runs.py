@@ -59,9 +59,10 @@ def open_run(ref: str | Path, runs_dir: Path = RUNS_DIR) -> Run:
     return Run(path, info)
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> None:
-    """Write a state dict as safetensors, atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_weights(model: torch.nn.Module | dict, path: Path) -> None:
+    """Write a model's (or a state dict's) tensors as safetensors, atomically."""
+    state = model if isinstance(model, dict) else model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp))
 

@@ -475,11 +475,14 @@ class Trainer:
         self.checkpoints = keep
 
     def _compose_heads(self) -> None:
-        """headft: the frozen backbone and neck with each head at its best epoch -> model.safetensors."""
-        model = load_model(open_run_for(self.config), torch.device("cpu"))
-        for t, state in self.head_states.items():
-            model.heads[t].load_state_dict(state)
-        save_weights(model, self.run_dir / "model.safetensors")
+        """headft: the frozen backbone and neck with each head at its best epoch -> model.safetensors.
+
+        The model being trained still holds the parent's backbone and neck (frozen, BatchNorm in eval
+        mode) and the heads not fine-tuned, so only the chosen heads' tensors are swapped in."""
+        state = dict(self.model.state_dict())
+        for t, head in self.head_states.items():
+            state.update({f"heads.{t}.{k}": v for k, v in head.items()})
+        save_weights(state, self.run_dir / "model.safetensors")
         metrics = {METRICS[t]: self.task_best[t]["value"] for t in self.tasks}
         metrics["score"] = float(np.mean(list(metrics.values())))
         self.best = {"score": metrics["score"], "source": "per-task heads",
