@@ -2,6 +2,8 @@
 #              search the blend of them (with and without mirrored det/seg) on val, write and score
 #              submissions of each run and of the searched blend.
 # make test:   set up .venv if needed, run the tests.
+# make bench:  the whole loop on the real traffic benchmark (fine-tuned from ../shared/weights), about an hour
+#              on 2 CPU cores; writes bench/REPORT.md and bench/report.html. Reuses finished runs.
 PYTHON ?= python3
 VENV := .venv
 WB := $(VENV)/bin/wb
@@ -11,9 +13,11 @@ DATA := $(SYNTH)/dataset.yaml
 EPOCHS ?= 12
 SIZES ?= cls=32,det=128,seg=128
 MEMBERS = synth-resnet10t synth-resnet14t synth-resnet10t@hflip@det+seg synth-resnet14t@hflip@det+seg
+BENCH_DATA ?= ../shared/data/traffic/dataset.yaml
+WEIGHTS ?= ../shared/weights
 TRAIN = $(WB) train joint --data $(DATA) --epochs $(EPOCHS) --img-size $(SIZES) --overwrite
 
-.PHONY: submit test venv data clean
+.PHONY: submit test bench venv data clean
 
 venv: $(VENV)/.installed
 
@@ -38,6 +42,9 @@ submit: $(VENV)/.installed $(DATA)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python bench/run.py --data $(BENCH_DATA) --weights $(WEIGHTS)
 
 clean:
 	rm -rf $(SYNTH) runs/synth-* submissions/synth-* ensembles/synth.yaml

@@ -1,0 +1,327 @@
+"""`make bench`: the whole competition loop on a real data set, one honest scoreboard.
+
+    python bench/run.py --data ../shared/data/traffic/dataset.yaml --weights ../shared/weights
+
+Stages, each a `wb` command (printed, and listed in the report so that anyone can replay it):
+three single-task runs, a joint run, head fine-tuning from it, two more joint runs with other
+backbones, TTA predictions, `wb ensemble search` + `wb ensemble compare` on val, a distilled
+student, a submission of every candidate and ONE `wb score` of them all on the sealed test split
+(the only command that reads `truth/`). A run is reused when a complete run of the same name was
+made by the same command, and predictions come from each run's cache, so a second `make bench`
+that changed nothing only re-blends, re-submits, re-scores and rewrites the report (minutes).
+Then the performance figures (measured side by side here), bench/REPORT.md and the HTML report.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import header  # noqa: E402  (bench/ is the script folder)
+from recipes import step_cost
+from ensemble import wbf_cost
+from workbench.data.spec import TASKS, DatasetSpec
+from workbench.ensemble.members import parse_member
+from workbench.ensemble.spec import EnsembleSpec
+from workbench.io import read_json
+from workbench.metrics.det import map50
+from workbench.metrics.scoring import split_ground_truth
+from workbench.runs import load_model, open_run
+from workbench.predict import PredictConfig, predict_run
+from workbench.predictions import to_submission
+from workbench.train.trainer import TrainConfig
+
+METRICS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
+TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
+COMMAND_FILE = "bench_command.txt"
+
+
+class Bench:
+    """Runs `wb` commands, remembers them for the report, and times them."""
+
+    def __init__(self, args):
+        self.args = args
+        self.wb = str(Path(sys.executable).with_name("wb"))
+        self.commands: list[tuple[str, str, float]] = []  # (stage, command, seconds)
+
+    def wb_run(self, stage: str, argv: list[str], capture: bool = False) -> str:
+        shown = "wb " + " ".join(shlex.quote(a) for a in argv)
+        print(f"\n[bench] {stage}: {shown}", flush=True)
+        t0 = time.time()
+        out = subprocess.run([self.wb, *argv], check=False, text=True,
+                             stdout=subprocess.PIPE if capture else None)
+        if out.returncode != 0:
+            raise SystemExit(f"bench: stage {stage!r} failed (exit {out.returncode}): {shown}")
+        self.commands.append((stage, shown, time.time() - t0))
+        if capture:
+            print(out.stdout, flush=True)
+        return out.stdout or ""
+
+    def train(self, stage: str, name: str, argv: list[str]) -> dict:
+        """Train run `name` with `wb <argv> --name name --overwrite` unless a complete run of that name
+        was made by the same command; its run.json."""
+        run = Path(self.args.runs_dir) / name
+        full = [*argv, "--name", name, "--overwrite"]
+        text = " ".join(full)
+        done = run / COMMAND_FILE
+        if (run / "run.json").exists() and read_json(run / "run.json").get("status") == "complete" \
+                and done.exists() and done.read_text() == text:
+            print(f"[bench] {stage}: reusing {run}", flush=True)
+            self.commands.append((stage, "wb " + " ".join(shlex.quote(a) for a in full) + "  (reused)", 0.0))
+        else:
+            self.wb_run(stage, full)
+            done.write_text(text)
+        return read_json(run / "run.json")
+
+
+def ms_per_image(run: str, data: str, tta: str = "none") -> dict[str, float]:
+    """Inference ms per image per task from the run's val cache entry (predicted if missing)."""
+    _, folder, _ = predict_run(PredictConfig(run, data, "val", "cpu", tta=tta), progress=False)
+    return read_json(folder / "meta.json")["ms_per_image"]
+
+
+def allinone_vs_singles(joint: str, singles: dict[str, str], size: int, batch: int = 8, reps: int = 5) -> dict:
+    """Forward time of the joint model with all three heads vs the three single-task models, each with
+    its head, on the same batch of `size` px images (no grad, CPU, eval mode)."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    device = torch.device("cpu")
+
+    def timed(model, tasks) -> float:
+        model.eval()
+        with torch.no_grad():
+            model(images, tasks)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                model(images, tasks)
+        return (time.perf_counter() - t0) / reps
+
+    joint_s = timed(load_model(open_run(joint), device), TASKS)
+    single_s = {t: timed(load_model(open_run(r), device), (t,)) for t, r in singles.items()}
+    return {"joint_ms": 1000 * joint_s / batch, "singles_ms": {t: 1000 * s / batch for t, s in single_s.items()},
+            "ratio": joint_s / sum(single_s.values())}
+
+
+def scoring_cost(data: str, run: str, n_images: int = 1000) -> float:
+    """Seconds of one pycocotools mAP50 over `n_images` images: the val det ground truth and a run's
+    val boxes tiled (new image ids) up to that count."""
+    spec = DatasetSpec(data)
+    gt = split_ground_truth(spec, "val", tasks=("det",)).det
+    preds, _, _ = predict_run(PredictConfig(run, data, "val", "cpu"), progress=False)
+    sub = to_submission(preds, spec.cls_classes, len(spec.seg_classes))
+    ids = {im["file_name"]: im["id"] for im in gt["images"]}
+    per_image = {}
+    for d in sub.det:
+        per_image.setdefault(ids[d["image"]], []).append(d)
+    images, annotations, dets = [], [], []
+    for k in range(n_images):
+        src = gt["images"][k % len(gt["images"])]
+        images.append({**src, "id": k + 1, "file_name": f"{k}_{src['file_name']}"})
+        for a in (a for a in gt["annotations"] if a["image_id"] == src["id"]):
+            annotations.append({**a, "id": len(annotations) + 1, "image_id": k + 1})
+        dets += [{"image_id": k + 1, "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
+                 for d in per_image.get(src["id"], [])]
+    tiled = {"images": images, "annotations": annotations, "categories": gt["categories"]}
+    t0 = time.perf_counter()
+    map50(tiled, dets)
+    return time.perf_counter() - t0
+
+
+def fmt(value, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/traffic/dataset.yaml")
+    parser.add_argument("--weights", default="../shared/weights", help="folder of efficientnet_lite{0,1,2}.imagenet.safetensors")
+    parser.add_argument("--img-size", default="cls=64,det=256,seg=256")
+    parser.add_argument("--epochs", default="single-cls=6,single-det=3,single-seg=3,joint=3,headft=2,lite1=2,lite2=2,student=3",
+                        help="epochs of each stage")
+    parser.add_argument("--pseudo-weight", default="0.5")
+    parser.add_argument("--route", default="cls=crop_*,seg=scene_*",
+                        help="unlabelled images per task for the student (the scenes are CamVid: no signs for det)")
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--out", default="bench/REPORT.md")
+    parser.add_argument("--html", default="bench/report.html")
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_file():
+        raise SystemExit(f"bench: {args.data}: data set not found (make bench DATA=path/to/dataset.yaml)")
+    epochs = dict(p.split("=") for p in args.epochs.split(","))
+    t_all = time.time()
+    b = Bench(args)
+    p = args.prefix
+    data = args.data
+
+    def weights(k: int) -> list[str]:
+        path = Path(args.weights) / f"efficientnet_lite{k}.imagenet.safetensors"
+        if not path.is_file():
+            raise SystemExit(f"bench: {path}: pretrained weights not found (make bench WEIGHTS=folder)")
+        return ["--backbone", f"efficientnet_lite{k}", "--pretrained", str(path), "--norm", "0.5,0.5"]
+
+    base = ["--data", data, "--img-size", args.img_size]
+    infos: dict[str, dict] = {}
+    for task in TASKS:
+        name = f"{p}-single-{task}"
+        infos[name] = b.train(f"single {task}", name, ["train", "single", "--task", task, *base, *weights(0),
+                                                        "--epochs", epochs[f"single-{task}"]])
+    joint = ["--clip", "task"]  # task-level clipping won the recipe benchmark (bench/RECIPES.md)
+    infos[f"{p}-joint-lite0"] = b.train("joint lite0", f"{p}-joint-lite0",
+                                        ["train", "joint", *base, *weights(0), *joint, "--epochs", epochs["joint"]])
+    infos[f"{p}-headft-lite0"] = b.train("headft lite0", f"{p}-headft-lite0",
+                                         ["train", "headft", "--from", f"{p}-joint-lite0", "--data", data,
+                                          "--epochs", epochs["headft"]])
+    for k in (1, 2):
+        infos[f"{p}-joint-lite{k}"] = b.train(f"joint lite{k}", f"{p}-joint-lite{k}",
+                                              ["train", "joint", *base, *weights(k), *joint, "--epochs", epochs[f"lite{k}"]])
+
+    # TTA predictions of every run on val (cached; the search and the compare read them)
+    multi = [f"{p}-joint-lite0", f"{p}-headft-lite0", f"{p}-joint-lite1", f"{p}-joint-lite2"]
+    singles = {t: f"{p}-single-{t}" for t in TASKS}
+    for run in [*multi, singles["det"], singles["seg"]]:
+        b.wb_run(f"TTA {run}", ["predict", run, "--data", data, "--split", "val", "--tta", TTA])
+    members = [*multi, *(f"{r}@{TTA}" for r in multi), *singles.values(), f"{singles['det']}@{TTA}",
+               f"{singles['seg']}@{TTA}"]
+    spec_path = f"ensembles/{p}.yaml"
+    search_out = b.wb_run("ensemble search", ["ensemble", "search", *members, "--data", data, "--out", spec_path],
+                          capture=True)
+    compare_out = b.wb_run("ensemble compare", ["ensemble", "compare", *multi, f"{p}-headft-lite0@{TTA}",
+                                                *singles.values(), "--data", data, "--spec", spec_path,
+                                                "--out", f"{args.runs_dir}/{p}-compare"], capture=True)
+
+    student = f"{p}-student-lite0"
+    infos[student] = b.train("distil student", student,
+                             ["distill", spec_path, "--data", data, "--student", "efficientnet_lite0",
+                              "--pretrained", weights(0)[3], "--norm", "0.5,0.5", "--route", args.route,
+                              "--pseudo-weight", args.pseudo_weight, "--img-size", args.img_size, *joint,
+                              "--epochs", epochs["student"]])
+
+    # candidates: one submission each, then ONE scoring of all on the sealed test split
+    candidates = [  # (row, submission, members of the submission, runs whose training time counts)
+        ("three single-task models", "singles", list(singles.values()), list(singles.values())),
+        ("joint lite0", "joint-lite0", [f"{p}-joint-lite0"], [f"{p}-joint-lite0"]),
+        ("headft lite0", "headft-lite0", [f"{p}-headft-lite0"], [f"{p}-joint-lite0", f"{p}-headft-lite0"]),
+        (f"headft lite0 + TTA {TTA}", "headft-lite0-tta", [f"{p}-headft-lite0@{TTA}"],
+         [f"{p}-joint-lite0", f"{p}-headft-lite0"]),
+        ("joint lite1", "joint-lite1", [f"{p}-joint-lite1"], [f"{p}-joint-lite1"]),
+        ("joint lite2", "joint-lite2", [f"{p}-joint-lite2"], [f"{p}-joint-lite2"]),
+        ("searched ensemble", "ensemble", [spec_path], sorted({m.run for m in EnsembleSpec.load(spec_path).members()})),
+        ("distilled student lite0", "student-lite0", [student], [student]),
+    ]
+    subs = []
+    for row, sub, refs, _ in candidates:
+        b.wb_run(f"submit {row}", ["submit", *refs, "--data", data, "--name", f"{p}-{sub}"])
+        subs.append(f"{p}-{sub}")
+    test = json.loads(b.wb_run("score (sealed test)", ["score", *(f"submissions/{s}" for s in subs), "--data", data,
+                                                       "--json"], capture=True))
+
+    # scoreboard
+    def runs_of(refs):
+        if refs[0].endswith(".yaml"):
+            return EnsembleSpec.load(refs[0]).members(), EnsembleSpec.load(refs[0])
+        return [parse_member(r) for r in refs], None
+
+    rows = []
+    for (row, _, refs, trained), sub in zip(candidates, subs):
+        manifest = read_json(Path("submissions") / sub / "manifest.json")
+        val = manifest["val"]["blend"] if "blend" in manifest["val"] else next(iter(manifest["val"].values()))
+        members_, spec = runs_of(refs)
+        ms = {t: 0.0 for t in TASKS}
+        for m in members_:
+            served = spec.tasks if spec else None
+            cost = ms_per_image(m.run, data, m.tta)
+            for t in TASKS:
+                if t in cost and (served is None or m in served[t].members):
+                    ms[t] += cost[t]
+        train_s = sum(read_json(Path(args.runs_dir) / Path(r).name / "run.json").get("wall_time_s", 0) for r in trained)
+        rows.append((row, val, test[sub], ms, train_s))
+        if row == "three single-task models":  # each single model alone on its own task
+            for t, key in zip(TASKS, ("cls_top1", "det_map50", "seg_miou")):
+                r = singles[t]
+                rows.append((f"  single {t} ({r})", {key: manifest["val"][r][key]}, {key: test[sub][key]},
+                             {t: ms_per_image(r, data)[t]}, read_json(Path(args.runs_dir) / r / "run.json")["wall_time_s"]))
+
+    table = ["| model | val Top-1 | val mAP50 | val mIoU | val score | test Top-1 | test mAP50 | test mIoU | "
+             "test score | train s | ms / image (cls + det + seg) |", "|---" * 11 + "|"]
+    for row, val, tst, ms, train_s in rows:
+        table.append(f"| {row} | " + " | ".join(fmt(val.get(k)) for k, _ in METRICS) + " | "
+                     + " | ".join(fmt(tst.get(k)) for k, _ in METRICS)
+                     + f" | {train_s:.0f} | " + " + ".join(fmt(ms.get(t), 1) for t in TASKS) + " |")
+
+    # performance figures, measured here side by side
+    print("\n[bench] performance figures", flush=True)
+    sizes = dict(s.split("=") for s in args.img_size.split(","))
+    joint_cfg = TrainConfig(data=data, backbone="efficientnet_lite0", img_size={k: int(v) for k, v in sizes.items()},
+                            clip="task", name=f"{p}-stepcost", runs_dir=args.runs_dir, device="cpu", steps_per_epoch=10)
+    cost = step_cost(joint_cfg, Path(args.runs_dir) / f"{p}-stepcost")
+    inf = allinone_vs_singles(f"{p}-joint-lite0", singles, int(sizes["det"]))
+    wbf_ms, wbf_boxes = wbf_cost([parse_member(m) for m in multi], data)
+    coco_s = scoring_cost(data, f"{p}-joint-lite0")
+    perf = [
+        f"- Training step, `joint` (one batch of each task: heads, losses, per-task backward, task clipping, "
+        f"augmentation, batching): {cost['joint_s'] * 1000:.0f} ms; bare timm efficientnet_lite0 features forward + "
+        f"backward + AdamW on the same three batches: {cost['bare_s'] * 1000:.0f} ms; overhead "
+        f"{cost['overhead'] * 100:+.1f}% (goal: at most +15%).",
+        f"- Inference, one {sizes['det']} px image, all three tasks: the AllInOne joint model "
+        f"{inf['joint_ms']:.1f} ms vs the three single-task models "
+        f"{' + '.join(f'{v:.1f}' for v in inf['singles_ms'].values())} = {sum(inf['singles_ms'].values()):.1f} ms: "
+        f"{inf['ratio']:.2f}x the summed cost (goal: at most 0.4x).",
+        f"- Weighted box fusion (ensemble-boxes) of the {len(multi)} multi-task runs' val boxes: {wbf_ms:.1f} ms per "
+        f"image ({wbf_boxes:.0f} input boxes per image).",
+        f"- Scoring, pycocotools mAP50 over 1,000 images (val det tiled): {coco_s:.2f} s.",
+    ]
+
+    by_row = {r[0]: r for r in rows}
+    teacher, twin, pupil = by_row["searched ensemble"], by_row["joint lite0"], by_row["distilled student lite0"]
+    pseudo = read_json(Path(args.runs_dir) / "pseudo" / student / "meta.json")
+    distil = [
+        f"Teacher: the searched ensemble. Twin: `{p}-joint-lite0`, the student's exact command without "
+        f"pseudo-labels. Student: `wb distill` with `--route '{args.route}' --pseudo-weight {args.pseudo_weight}`; "
+        f"pseudo-labels: {pseudo['counts']}.", "",
+        "| model | val score | test score | ms / image |", "|---|---|---|---|",
+        *(f"| {label} | {fmt(r[1]['score'])} | {fmt(r[2]['score'])} | {sum(r[3].values()):.1f} |"
+          for label, r in (("teacher", teacher), ("twin", twin), ("student", pupil))), "",
+        f"- The student keeps {100 * pupil[1]['score'] / teacher[1]['score']:.1f}% of the teacher's val score (goal: "
+        f"at least 97%) at {sum(pupil[3].values()) / sum(teacher[3].values()):.2f}x its inference cost (goal: at most "
+        f"0.33x); against its twin: {pupil[1]['score'] - twin[1]['score']:+.4f} on val, "
+        f"{pupil[2]['score'] - twin[2]['score']:+.4f} on test.",
+    ]
+
+    lines = [*header(f"`make bench` on {Path(data).parent.name}", f"make bench BENCH_DATA={data} WEIGHTS={args.weights}"),
+             f"- wall time of this `make bench`: {time.time() - t_all:.0f} s (runs reused when their command was "
+             "unchanged; `train s` below is each run's own training time)",
+             f"- every run fine-tunes ImageNet EfficientNet-Lite weights from `{args.weights}` at {args.img_size}; "
+             f"epochs per stage: {args.epochs}", "",
+             "## Scoreboard", "",
+             "Val: the labelled val split (selection happens there). Test: the sealed test split, scored once, by "
+             "`wb score` at the end. ms / image: batched CPU inference on this machine, from each run's val cache "
+             "(an ensemble's cost is the sum of the members it uses per task).", "",
+             *table, "",
+             "## Performance", "", *perf, "",
+             "## Distillation", "", *distil, "",
+             "## The searched ensemble (`wb ensemble search`)", "", "```", search_out.strip(), "```", "",
+             "## Members against the best one on val (`wb ensemble compare`, paired bootstrap)", "", "```",
+             compare_out.strip(), "```", "",
+             f"HTML report of the searched ensemble on val: `{args.html}` (not committed: images embedded, "
+             "several MB; `wb report` rebuilds it).", "",
+             "## Commands", "", "| stage | command | s |", "|---|---|---|",
+             *(f"| {s} | `{c}` | {t:.0f} |" for s, c, t in b.commands), ""]
+    out = Path(args.out)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out)
+    print("\n".join(lines))
+    b.wb_run("HTML report", ["report", spec_path, "--data", data, "--out", args.html])
+
+
+if __name__ == "__main__":
+    main()
