@@ -414,6 +414,10 @@ from workbench.runs_table import runs_command  # noqa: E402  (`wb runs`)
 
 main.add_command(runs_command, "runs")
 
+from workbench.report import report_command  # noqa: E402  (`wb report`)
+
+main.add_command(report_command, "report")
+
 
 def run():
     """Entry point turning workbench errors into one-line messages and exit code 1."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 
-import numpy as np
 import pytest
 
 from workbench.data.spec import DatasetSpec

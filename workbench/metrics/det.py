@@ -94,7 +94,7 @@ def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval | None:
     return evaluator
 
 
-def _ap50_from_eval(evaluator: COCOeval) -> dict[int, float]:
+def ap50_from_eval(evaluator: COCOeval) -> dict[int, float]:
     """Read AP at IoU 0.5 per category from COCOeval's precision array."""
     params = evaluator.params
     assert params.iouThrs[0] == 0.5 and params.maxDets[-1] == 100
@@ -120,7 +120,7 @@ def _evaluate(gt: dict, detections: list[dict]) -> tuple[float, dict[int, float]
     if evaluator is None:
         counted = {int(a["category_id"]) for a in gt["annotations"] if not a.get("iscrowd", 0)}
         return 0.0, {c: (0.0 if c in counted else float("nan")) for c in cat_ids}
-    return float(evaluator.stats[1]), _ap50_from_eval(evaluator)
+    return float(evaluator.stats[1]), ap50_from_eval(evaluator)
 
 
 def map50(gt: dict, detections: list[dict]) -> float:

@@ -6,7 +6,7 @@ its own mean and std, so callers never need to know the backbone's preprocessing
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 

@@ -1,0 +1,509 @@
+"""Report stage: one self-contained HTML page on a run, an ensemble spec or a submission folder.
+
+The page holds the val scores of every member and of the blend, the training curves of every run
+involved, a confusion matrix (cls), precision-recall curves at IoU 0.5 (det), per-class IoU bars
+(seg) and a grid of val samples with their predictions beside the truth. Every figure is a PNG
+embedded as a `data:` URI, so the file can be mailed or archived alone. Predictions come from the
+runs' prediction caches (`predict_run`), so a second report of the same target is quick.
+
+`build_report(ReportConfig)` is the library function; `report_command` is the thin `wb report`.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import numpy as np
+from sklearn.metrics import confusion_matrix as cls_confusion_matrix
+
+from workbench.data.spec import TASKS, DatasetSpec, read_image, read_mask
+from workbench.ensemble.members import Member, member_tasks
+from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.errors import DataError, RunError, WorkbenchError
+from workbench.formats.base import Submission
+from workbench.io import read_json, write_text
+from workbench.metrics.det import ap50_from_eval, evaluate_detections
+from workbench.metrics.scoring import GroundTruth, score, split_ground_truth
+from workbench.metrics.seg import SegEvaluator
+from workbench.predict import PredictConfig, predict_run
+from workbench.predictions import Predictions, seg_logits_to_mask, to_submission
+from workbench.report import figures
+from workbench.runs import RUNS_DIR, open_run
+from workbench.score import score_submission
+from workbench.train.curves import training_figure
+
+REPORT_NAME = "report.html"
+SCORE_COLUMNS = (("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score"))
+BOX_THRESHOLD = 0.3  # predicted boxes drawn on the det samples
+TEST_ROW = "test (sealed truth)"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What to report on and where.
+
+    target: a run (folder or id under runs/), an ensemble spec (.yaml) or a submission folder.
+    out: the HTML file; None: beside the target (see `Target.default_out`).
+    samples: images of each task in the sample grid (the first of the split, by name).
+    score_test: add the submission's test score (`workbench.score`, the sealed truth) to the table.
+    """
+
+    target: str
+    data: str
+    out: str | None = None
+    split: str = "val"
+    samples: int = 6
+    score_test: bool = False
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved report target.
+
+    kind: "run", "ensemble" or "submission". members: the runs (with TTA) whose predictions are
+    needed. ensemble: the blend (None for a run). default_out: where the page goes by default.
+    """
+
+    kind: str
+    path: Path
+    members: tuple[Member, ...]
+    ensemble: EnsembleSpec | None
+    default_out: Path
+
+
+@dataclass(frozen=True)
+class PRCurves:
+    """COCOeval's interpolated precision at IoU 0.5: recall (R,), precision (R, K) with -1 where a
+    category has no ground truth, category ids (K,), AP50 per category id (NaN without ground truth)."""
+
+    recall: np.ndarray
+    precision: np.ndarray
+    category_ids: list[int]
+    ap50: dict[int, float]
+
+
+# -- target ----------------------------------------------------------------------------------
+def spec_from_manifest(manifest: dict, source: Path) -> EnsembleSpec:
+    """The EnsembleSpec a submission was blended with, from its manifest's "blend" and "fusion"."""
+    try:
+        tasks = {}
+        for t in TASKS:
+            entry = manifest["blend"][t]
+            tasks[t] = {"members": [{"member": ref, "weight": w} for ref, w in zip(entry["members"], entry["weights"])]}
+        tasks["det"]["fusion"] = dict(manifest["fusion"]["det"])
+    except (KeyError, TypeError) as e:
+        raise DataError(source, f"manifest has no blend to rebuild ({type(e).__name__}: {e})") from None
+    return EnsembleSpec.from_dict({"tasks": tasks}, str(source))
+
+
+def resolve_target(target: str | Path) -> Target:
+    """Tell a submission folder, an ensemble spec and a run apart, and load what each needs.
+
+    Raises:
+        RunError: the target is none of the three (the message names it).
+        DataError: an ensemble spec or manifest that cannot be read.
+    """
+    path = Path(target)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        spec = spec_from_manifest(read_json(path / "manifest.json"), path / "manifest.json")
+        return Target("submission", path, tuple(spec.members()), spec, path / REPORT_NAME)
+    if path.suffix in (".yaml", ".yml"):
+        spec = EnsembleSpec.load(path)
+        return Target("ensemble", path, tuple(spec.members()), spec, path.with_suffix(".html"))
+    if not path.exists() and not (RUNS_DIR / str(target)).exists():
+        raise RunError(f"{target}: no such run, ensemble spec (.yaml) or submission folder")
+    run = open_run(target)
+    return Target("run", run.path, (Member(str(run.path)),), None, run.path / REPORT_NAME)
+
+
+# -- predictions and scores ------------------------------------------------------------------
+def build_member_predictions(target: Target, config: ReportConfig, progress: bool) -> dict[Member, Predictions]:
+    """Each member's predictions on the report's split (from the run's cache when it is valid)."""
+    return {m: predict_run(PredictConfig(m.run, config.data, config.split, config.device, tta=m.tta),
+                           progress=progress)[0] for m in target.members}
+
+
+def build_primary(target: Target, preds: dict[Member, Predictions]) -> Predictions:
+    """The predictions the figures show: the blend of an ensemble, the run's own otherwise."""
+    if target.ensemble is None:
+        return preds[target.members[0]]
+    return blend_spec(target.ensemble, preds)
+
+
+def list_tasks(target: Target) -> tuple[str, ...]:
+    """Tasks the figures cover: every task for a blend, the run's own tasks for a run."""
+    return TASKS if target.ensemble is not None else member_tasks(target.members[0])
+
+
+def build_score_rows(target: Target, preds: dict[Member, Predictions], primary: Submission, truth: GroundTruth,
+                     spec: DatasetSpec) -> list[tuple[str, dict]]:
+    """(label, metrics) rows: each member on the tasks it serves, then the blend (ensembles only).
+
+    The run of a run target is labelled by its folder name, members by `Member.label`.
+    """
+    if target.ensemble is None:
+        return [(target.path.name, score(primary, truth, tasks=list_tasks(target)))]
+    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+    rows = [(m.label, score(to_submission(p, classes, k_seg), truth, tasks=member_tasks(m))) for m, p in preds.items()]
+    rows.append(("blend", score(primary, truth)))
+    return rows
+
+
+def check_request(target: Target, config: ReportConfig) -> None:
+    """Refuse, before any prediction, what cannot be reported: an unlabelled split, a test score of a non-submission."""
+    if config.split not in ("train", "val"):
+        raise DataError(config.data, f"the report scores predictions: use a labelled split (val or train), "
+                                     f"not {config.split!r}")
+    if config.score_test and target.kind != "submission":
+        raise WorkbenchError(f"{target.path}: a test score needs a submission folder, this is a {target.kind}")
+
+
+def score_test_row(target: Target, data: str) -> tuple[str, dict]:
+    """The submission's score on the sealed test truth (through `workbench.score`, the only reader of truth/)."""
+    return TEST_ROW, score_submission(target.path, data)
+
+
+# -- per-task analyses -----------------------------------------------------------------------
+def count_confusion(sub: Submission, truth: GroundTruth, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts of the split's images, rows = true class, columns = predicted class."""
+    names = list(truth.cls)
+    return cls_confusion_matrix([truth.cls[n] for n in names], [sub.cls.get(n, -1) for n in names],
+                                labels=list(range(num_classes)))
+
+
+def find_most_confused(cm: np.ndarray, classes: list[str], top: int = 5) -> list[tuple[str, str, int, float]]:
+    """The `top` off-diagonal cells with most images: (true name, predicted name, count, share of the true class).
+
+    Ties keep (true, predicted) index order; cells with no image are left out.
+    """
+    off = cm.astype(np.int64).copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:top]
+    rows = cm.sum(axis=1)
+    out = []
+    for flat in order:
+        i, j = np.unravel_index(flat, off.shape)
+        if off[i, j] == 0:
+            break
+        out.append((classes[i], classes[j], int(off[i, j]), float(off[i, j] / rows[i])))
+    return out
+
+
+def compute_pr_curves(sub: Submission, truth: GroundTruth) -> PRCurves | None:
+    """Precision-recall at IoU 0.5 per category from pycocotools; None when there is no detection.
+
+    Args:
+        sub: its `det` holds {"image": file name, "category_id", "bbox": [x, y, w, h] pixels, "score"}.
+        truth: its `det` is the split's COCO ground truth (file_name identifies an image).
+    """
+    ids = {im["file_name"]: im["id"] for im in truth.det["images"]}
+    results = [{"image_id": ids[d["image"]], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
+               for d in sub.det if d["image"] in ids]
+    evaluator = evaluate_detections(truth.det, results)
+    if evaluator is None:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.accumulate()
+    params = evaluator.params
+    t = int(np.argmin(np.abs(np.asarray(params.iouThrs) - 0.5)))
+    # precision: (T iou thresholds, R recall points, K categories, A area ranges ("all" first), M max dets)
+    precision = evaluator.eval["precision"][t, :, :, 0, -1]
+    return PRCurves(np.asarray(params.recThrs), precision, [int(c) for c in params.catIds], ap50_from_eval(evaluator))
+
+
+def evaluate_seg(sub: Submission, truth: GroundTruth) -> SegEvaluator:
+    """A SegEvaluator that has processed every image of the split (its confusion gives IoU per class)."""
+    ev = SegEvaluator(truth.seg_num_classes, truth.ignore_index)
+    for name, mask_path in truth.seg.items():
+        ev.process(sub.seg[name], read_mask(mask_path))
+    return ev
+
+
+# -- HTML ------------------------------------------------------------------------------------
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1300px; color: #1f2328; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #d0d7de; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
+th, td { border: 1px solid #d0d7de; padding: 0.25em 0.7em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f6f8fa; }
+tr.blend td, tr.blend th { font-weight: 600; background: #eef6ff; }
+tr.test td, tr.test th { background: #fff8e6; }
+table.meta th, table.meta td { text-align: left; border: none; padding: 0.1em 0.8em 0.1em 0; }
+.grid { display: flex; flex-wrap: wrap; gap: 0.6em; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: 0.8em; color: #57606a; text-align: center; }
+img { max-width: 100%; }
+.note { color: #57606a; font-size: 0.9em; }
+nav a { margin-right: 1em; }
+"""
+
+
+Section = tuple[str, str, str]  # (id, heading, inner HTML) of one <section>
+DET_TITLE = "Detection: precision-recall at IoU 0.5"
+
+
+def escape(value) -> str:
+    return html.escape(str(value))
+
+
+def embed_figure(fig, alt: str, css_class: str, **data) -> str:
+    """An <img> holding the figure as an embedded PNG; `data` becomes data-* attributes."""
+    uri = "data:image/png;base64," + base64.b64encode(figures.figure_png(fig)).decode("ascii")
+    attrs = "".join(f' data-{k}="{escape(v)}"' for k, v in data.items())
+    return f'<img class="{css_class}" alt="{escape(alt)}" src="{uri}"{attrs}>'
+
+
+def format_cell(metrics: dict, key: str) -> str:
+    if key not in metrics:
+        return "<td>-</td>"
+    value = float(metrics[key])
+    return f'<td data-value="{value!r}">{value:.4f}</td>'
+
+
+def render_scores(rows: list[tuple[str, dict]], split: str) -> Section:
+    """The score table; each number carries its full value in data-value."""
+    head = "".join(f"<th>{title}</th>" for _, title in SCORE_COLUMNS)
+    body = []
+    for label, metrics in rows:
+        kind = "blend" if label == "blend" else "test" if label == TEST_ROW else "member"
+        cells = "".join(format_cell(metrics, key) for key, _ in SCORE_COLUMNS)
+        body.append(f'<tr class="{kind}" data-row="{escape(label)}"><th>{escape(label)}</th>{cells}</tr>')
+    return ("scores", "Scores",
+            f'<p class="note">On {escape(split)} unless the row says otherwise; a member is scored on the tasks it '
+            f'serves only.</p><table id="score-table"><thead><tr><th></th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
+
+
+def render_blend(spec: EnsembleSpec) -> Section:
+    """Per task: the members with their weights, and the box fusion."""
+    rows = []
+    for t in TASKS:
+        tb = spec.tasks[t]
+        members = ", ".join(f"{escape(m.label)} &times; {w:g}" for m, w in zip(tb.members, tb.weights))
+        fusion = f" ({escape(tb.fusion.det_method)}, IoU {tb.fusion.iou_thr:g}, skip &lt; {tb.fusion.skip_box_thr:g})" \
+            if t == "det" else ""
+        rows.append(f"<tr><th>{t}</th><td style='text-align:left'>{members}{fusion}</td></tr>")
+    return "blend", "Blend", f'<table id="blend-table">{"".join(rows)}</table>'
+
+
+def render_curves(run_dirs: list[Path]) -> Section:
+    """Each run's training loss, gradient norm and val metrics (`workbench.train.curves`)."""
+    parts = []
+    for run_dir in run_dirs:
+        try:
+            parts.append(f"<figure>{embed_figure(training_figure(run_dir), f'training curves of {run_dir.name}', 'curves', run=run_dir.name)}"
+                         f"<figcaption>{escape(run_dir.name)}</figcaption></figure>")
+        except RunError as e:
+            parts.append(f'<p class="note">{escape(e)}</p>')
+    return "curves", "Training curves", "".join(parts)
+
+
+def render_cls(sub: Submission, truth: GroundTruth, classes: list[str]) -> Section:
+    """Confusion matrix heatmap (rows normalised) and the most confused pairs."""
+    cm = count_confusion(sub, truth, len(classes))
+    pairs = find_most_confused(cm, classes)
+    rows = "".join(f"<tr><td>{escape(a)}</td><td>{escape(b)}</td><td>{n}</td><td>{share:.0%}</td></tr>"
+                   for a, b, n, share in pairs) or '<tr><td colspan="4">no confusion</td></tr>'
+    return ("cls", "Classification: confusion matrix",
+            f'{embed_figure(figures.confusion_figure(cm, classes), "confusion matrix", "confusion")}'
+            f'<h3>Most confused</h3><table id="confused"><thead><tr><th>true</th><th>predicted</th><th>images</th>'
+            f'<th>of the true class</th></tr></thead><tbody>{rows}</tbody></table>')
+
+
+def render_det(sub: Submission, truth: GroundTruth, categories: list[dict]) -> Section:
+    """Precision-recall curves at IoU 0.5 per category, and a table of AP50 and box counts."""
+    curves = compute_pr_curves(sub, truth)
+    if curves is None:
+        return "det", DET_TITLE, '<p class="note">no detections</p>'
+    names = {int(c["id"]): c.get("name", str(c["id"])) for c in categories}
+    labels = [names.get(c, str(c)) for c in curves.category_ids]
+    ap = [curves.ap50[c] for c in curves.category_ids]
+    counts = {c: 0 for c in curves.category_ids}
+    for ann in truth.det["annotations"]:
+        counts[int(ann["category_id"])] = counts.get(int(ann["category_id"]), 0) + 1
+    rows = "".join(f'<tr data-category="{c}"><td>{escape(n)}</td>'
+                   + ("<td>-</td>" if np.isnan(a) else f'<td data-value="{float(a)!r}">{a:.4f}</td>')
+                   + f"<td>{counts[c]}</td></tr>" for c, n, a in zip(curves.category_ids, labels, ap))
+    return ("det", DET_TITLE,
+            f'{embed_figure(figures.pr_figure(curves.recall, curves.precision, labels, ap), "precision-recall curves", "pr")}'
+            f'<table id="ap-table"><thead><tr><th>category</th><th>AP50</th><th>boxes</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
+
+
+def render_seg(sub: Submission, truth: GroundTruth, classes: list[str]) -> Section:
+    """Per-class IoU bars in the overlay colours, and a table of IoU and pixel share."""
+    ev = evaluate_seg(sub, truth)
+    iou = ev.iou_per_class()
+    pixels = ev.confusion.sum(axis=1)
+    share = pixels / max(int(pixels.sum()), 1)
+    rows = "".join(f'<tr data-class="{escape(c)}"><td>{escape(c)}</td>'
+                   + ("<td>-</td>" if np.isnan(v) else f'<td data-value="{float(v)!r}">{v:.4f}</td>')
+                   + f"<td>{s:.1%}</td></tr>" for c, v, s in zip(classes, iou, share))
+    colors = figures.pick_colors(len(classes))
+    return ("seg", "Segmentation: IoU per class",
+            f'{embed_figure(figures.iou_figure(iou, classes, colors), "IoU per class", "iou")}'
+            f'<table id="iou-table"><thead><tr><th>class</th><th>IoU</th><th>pixels</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>')
+
+
+def render_cls_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
+    """The first n images of the split (by name), titled with prediction, its probability and truth."""
+    classes = spec.cls_classes
+    samples = sorted((s for s in spec.cls_samples(split) if s.name in preds.cls), key=lambda s: s.name)[:n]
+    out = []
+    for s in samples:
+        probs = preds.cls[s.name]
+        k = int(np.argmax(probs))
+        title = f"pred: {classes[k]} ({float(probs[k]):.2f}) / true: {classes[s.label]}"
+        fig = figures.cls_sample_figure(np.asarray(read_image(s.path)), title, k == s.label)
+        out.append(f"<figure>{embed_figure(fig, title, 'sample', task='cls', image=s.name)}"
+                   f"<figcaption>{escape(s.name)}</figcaption></figure>")
+    return out
+
+
+def render_det_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
+    """The first n images of the split: predicted boxes (score >= BOX_THRESHOLD) beside the ground truth."""
+    categories = spec.det_categories
+    index = {int(c["id"]): i for i, c in enumerate(categories)}
+    names = {int(c["id"]): c.get("name", str(c["id"])) for c in categories}
+    colors = [tuple(c) for c in figures.pick_colors(len(categories))]
+    samples = sorted((s for s in spec.det_samples(split) if s.name in preds.det), key=lambda s: s.name)[:n]
+    out = []
+    for s in samples:
+        d = preds.det[s.name]
+        h, w = preds.sizes["det"][s.name]
+        keep = d.scores >= BOX_THRESHOLD
+        top = float(d.scores.max()) if len(d.scores) else 0.0
+        boxes = d.boxes[keep] * np.array([w, h, w, h], np.float32)  # normalised xyxy -> pixels
+        labels, scores = d.labels[keep].tolist(), d.scores[keep].tolist()
+        gt = s.labels.tolist()
+        fig = figures.det_sample_figure(
+            np.asarray(read_image(s.path)), boxes, [f"{names.get(c, c)} {p:.2f}" for c, p in zip(labels, scores)],
+            [colors[index[c]] for c in labels], s.boxes, [str(names.get(c, c)) for c in gt], [colors[index[c]] for c in gt],
+            f"predicted ({len(labels)} >= {BOX_THRESHOLD}; top score {top:.2f})")
+        alt = f"{len(labels)} predicted boxes (score >= {BOX_THRESHOLD}), {len(gt)} true boxes"
+        out.append(f"<figure>{embed_figure(fig, alt, 'sample', task='det', image=s.name)}"
+                   f"<figcaption>{escape(s.name)}</figcaption></figure>")
+    return out
+
+
+def render_seg_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
+    """The first n images of the split: predicted mask overlay beside the ground-truth overlay."""
+    colors = figures.pick_colors(len(spec.seg_classes))
+    samples = sorted((s for s in spec.seg_samples(split) if s.name in preds.seg), key=lambda s: s.name)[:n]
+    out = []
+    for s in samples:
+        pred = seg_logits_to_mask(preds.seg[s.name], preds.sizes["seg"][s.name])
+        fig = figures.seg_sample_figure(np.asarray(read_image(s.path)), pred, read_mask(s.mask), colors,
+                                        spec.ignore_index)
+        out.append(f"<figure>{embed_figure(fig, 'predicted and true masks', 'sample', task='seg', image=s.name)}"
+                   f"<figcaption>{escape(s.name)}</figcaption></figure>")
+    return out
+
+
+SAMPLE_RENDERERS = {"cls": render_cls_samples, "det": render_det_samples, "seg": render_seg_samples}
+
+
+def render_samples(spec: DatasetSpec, split: str, preds: Predictions, tasks: tuple[str, ...], n: int) -> Section:
+    """A grid of sample figures per task."""
+    parts = []
+    for t in tasks:
+        figs = SAMPLE_RENDERERS[t](spec, split, preds, n)
+        parts.append(f'<h3>{t}</h3><div class="grid" id="samples-{t}">{"".join(figs)}</div>')
+    legend = ""
+    if "seg" in tasks:
+        swatches = "".join(
+            f'<span style="display:inline-block;margin-right:0.8em"><span style="display:inline-block;width:0.9em;'
+            f'height:0.9em;background:rgb({int(r * 255)},{int(g * 255)},{int(b * 255)});vertical-align:middle">'
+            f'</span> {escape(c)}</span>' for c, (r, g, b) in zip(spec.seg_classes, figures.pick_colors(len(spec.seg_classes))))
+        legend = f'<p class="note">seg colours: {swatches}; unlabelled pixels ({spec.ignore_index}) left uncoloured.</p>'
+    return ("samples", f"Samples ({split}, first {n} by name)",
+            f'<p class="note">det: boxes scoring at least {BOX_THRESHOLD}.</p>{legend}{"".join(parts)}')
+
+
+def render_page(title: str, meta: list[tuple[str, str]], sections: list[Section]) -> str:
+    """The whole page: title, a metadata table, a line of links to the sections, the sections."""
+    meta_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in meta)
+    nav = " ".join(f'<a href="#{key}">{escape(heading)}</a>' for key, heading, _ in sections)
+    body = "".join(f'<section id="{key}"><h2>{escape(heading)}</h2>{content}</section>'
+                   for key, heading, content in sections)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f'<style>{CSS}</style></head><body><h1>{escape(title)}</h1><table class="meta">{meta_rows}</table>'
+            f'<nav>{nav}</nav>{body}</body></html>\n')
+
+
+# -- the stage -------------------------------------------------------------------------------
+def build_report(config: ReportConfig, progress: bool = False) -> Path:
+    """Predict (or reuse the caches of) the target's members, score them, draw, and write the page.
+
+    Args:
+        config: the target, data set, split, output and sample count.
+        progress: show prediction progress bars (only when a cache entry must be built).
+    Returns:
+        The path of the HTML file written (atomically).
+    Raises:
+        RunError / DataError: a missing or unreadable target (named in the message).
+        WorkbenchError: a test score asked for something that is not a submission folder.
+    """
+    target = resolve_target(config.target)
+    check_request(target, config)
+    spec = DatasetSpec(config.data)
+    preds = build_member_predictions(target, config, progress)
+    primary = build_primary(target, preds)
+    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+    sub = to_submission(primary, classes, k_seg)
+    truth = split_ground_truth(spec, config.split)
+    rows = build_score_rows(target, preds, sub, truth, spec)
+    if config.score_test:
+        rows.append(score_test_row(target, config.data))
+
+    tasks = tuple(t for t in list_tasks(target) if getattr(primary, t))
+    run_dirs = list(dict.fromkeys(open_run(m.run).path for m in target.members))
+    sections = [render_scores(rows, config.split)]
+    if target.ensemble is not None:
+        sections.append(render_blend(target.ensemble))
+    sections.append(render_curves(run_dirs))
+    if "cls" in tasks:
+        sections.append(render_cls(sub, truth, classes))
+    if "det" in tasks:
+        sections.append(render_det(sub, truth, spec.det_categories))
+    if "seg" in tasks:
+        sections.append(render_seg(sub, truth, spec.seg_classes))
+    if config.samples > 0:
+        sections.append(render_samples(spec, config.split, primary, tasks, config.samples))
+
+    meta = [("target", f"{config.target} ({target.kind})"), ("data set", f"{spec.name} ({spec.path})"),
+            ("split", config.split), ("tasks", ", ".join(tasks)),
+            ("members", ", ".join(m.label for m in target.members)),
+            ("date", datetime.now(timezone.utc).isoformat(timespec="seconds"))]
+    page = render_page(f"Report: {target.path.name}", meta, sections)
+    out = Path(config.out) if config.out else target.default_out
+    write_text(out, page)
+    return out
+
+
+@click.command("report")
+@click.argument("target")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="HTML file (default: runs/NAME/report.html, ensembles/NAME.html, submissions/NAME/report.html).")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
+              help="Sample images per task (the first of the split by name).")
+@click.option("--score", "score_test", is_flag=True,
+              help="Submission folder only: add its test score against the sealed truth (as `wb score`).")
+@click.option("--device", default="auto", show_default=True)
+def report_command(target, data_path, out, split, samples, score_test, device):
+    """Write a self-contained HTML report on TARGET: a run, an ENSEMBLE.yaml or a submission folder."""
+    path = build_report(ReportConfig(target, data_path, out, split, samples, score_test, device), progress=True)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+__all__ = ["ReportConfig", "Target", "build_report", "resolve_target", "spec_from_manifest", "report_command"]
