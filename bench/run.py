@@ -31,7 +31,7 @@ from ensemble import wbf_cost
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.ensemble.members import parse_member
 from workbench.ensemble.spec import EnsembleSpec
-from workbench.io import read_json
+from workbench.io import read_json, write_json
 from workbench.metrics.det import map50
 from workbench.metrics.scoring import split_ground_truth
 from workbench.runs import load_model, open_run
@@ -45,12 +45,16 @@ COMMAND_FILE = "bench_command.txt"
 
 
 class Bench:
-    """Runs `wb` commands, remembers them for the report, and times them."""
+    """Runs `wb` commands, remembers them for the report, and times them. The seconds of every
+    training stage that really ran are kept in runs/<prefix>-stages.json, so a report made by a
+    second `make bench` that reused them still states what they cost."""
 
     def __init__(self, args):
         self.args = args
         self.wb = str(Path(sys.executable).with_name("wb"))
-        self.commands: list[tuple[str, str, float]] = []  # (stage, command, seconds)
+        self.commands: list[tuple[str, str, float, bool]] = []  # (stage, command, seconds, reused)
+        self.times_file = Path(args.runs_dir) / f"{args.prefix}-stages.json"
+        self.times = read_json(self.times_file) if self.times_file.exists() else {}
 
     def wb_run(self, stage: str, argv: list[str], capture: bool = False) -> str:
         shown = "wb " + " ".join(shlex.quote(a) for a in argv)
@@ -60,7 +64,7 @@ class Bench:
                              stdout=subprocess.PIPE if capture else None)
         if out.returncode != 0:
             raise SystemExit(f"bench: stage {stage!r} failed (exit {out.returncode}): {shown}")
-        self.commands.append((stage, shown, time.time() - t0))
+        self.commands.append((stage, shown, time.time() - t0, False))
         if capture:
             print(out.stdout, flush=True)
         return out.stdout or ""
@@ -70,16 +74,24 @@ class Bench:
         was made by the same command; its run.json."""
         run = Path(self.args.runs_dir) / name
         full = [*argv, "--name", name, "--overwrite"]
-        text = " ".join(full)
+        shown = "wb " + " ".join(shlex.quote(a) for a in full)
         done = run / COMMAND_FILE
         if (run / "run.json").exists() and read_json(run / "run.json").get("status") == "complete" \
-                and done.exists() and done.read_text() == text:
+                and done.exists() and done.read_text() == " ".join(full):
             print(f"[bench] {stage}: reusing {run}", flush=True)
-            self.commands.append((stage, "wb " + " ".join(shlex.quote(a) for a in full) + "  (reused)", 0.0))
+            cost = self.times.get(shown, read_json(run / "run.json").get("wall_time_s", 0.0))
+            self.commands.append((stage, shown, cost, True))
         else:
             self.wb_run(stage, full)
-            done.write_text(text)
+            done.write_text(" ".join(full))
+            self.times[shown] = self.commands[-1][2]
+            write_json(self.times_file, self.times)
         return read_json(run / "run.json")
+
+    def seconds(self) -> tuple[float, float]:
+        """(seconds spent now, seconds of a cold run: reused stages at what they cost when they ran)."""
+        return (sum(t for *_, t, reused in self.commands if not reused),
+                sum(t for *_, t, _ in self.commands))
 
 
 def ms_per_image(run: str, data: str, tta: str = "none") -> dict[str, float]:
@@ -297,8 +309,9 @@ def main(argv=None) -> None:
     ]
 
     lines = [*header(f"`make bench` on {Path(data).parent.name}", f"make bench BENCH_DATA={data} WEIGHTS={args.weights}"),
-             f"- wall time of this `make bench`: {time.time() - t_all:.0f} s (runs reused when their command was "
-             "unchanged; `train s` below is each run's own training time)",
+             f"- wall time of this `make bench`: {time.time() - t_all:.0f} s; of a cold one (no run to reuse): "
+             f"{time.time() - t_all - b.seconds()[0] + b.seconds()[1]:.0f} s (the reused training stages at what "
+             "they cost when they ran; `train s` below is each run's own training time)",
              f"- every run fine-tunes ImageNet EfficientNet-Lite weights from `{args.weights}` at {args.img_size}; "
              f"epochs per stage: {args.epochs}", "",
              "## Scoreboard", "",
@@ -314,7 +327,7 @@ def main(argv=None) -> None:
              f"HTML report of the searched ensemble on val: `{args.html}` (not committed: images embedded, "
              "several MB; `wb report` rebuilds it).", "",
              "## Commands", "", "| stage | command | s |", "|---|---|---|",
-             *(f"| {s} | `{c}` | {t:.0f} |" for s, c, t in b.commands), ""]
+             *(f"| {s} | `{c}` | {t:.0f}{' (reused)' if reused else ''} |" for s, c, t, reused in b.commands), ""]
     out = Path(args.out)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
