@@ -27,6 +27,7 @@ import torch
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from recipes import step_cost
+from distill import ms_per_image
 from ensemble import wbf_cost
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.ensemble.members import parse_member
@@ -92,12 +93,6 @@ class Bench:
         """(seconds spent now, seconds of a cold run: reused stages at what they cost when they ran)."""
         return (sum(t for *_, t, reused in self.commands if not reused),
                 sum(t for *_, t, _ in self.commands))
-
-
-def ms_per_image(run: str, data: str, tta: str = "none") -> dict[str, float]:
-    """Inference ms per image per task from the run's val cache entry (predicted if missing)."""
-    _, folder, _ = predict_run(PredictConfig(run, data, "val", "cpu", tta=tta), progress=False)
-    return read_json(folder / "meta.json")["ms_per_image"]
 
 
 def allinone_vs_singles(joint: str, singles: dict[str, str], size: int, batch: int = 8, reps: int = 5) -> dict:

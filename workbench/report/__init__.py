@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as cls_confusion_matrix
 
 from workbench.data.spec import TASKS, DatasetSpec, read_image, read_mask
-from workbench.ensemble.members import Member, member_tasks
+from workbench.ensemble.members import Member, member_predictions, member_tasks
 from workbench.ensemble.spec import EnsembleSpec, blend_spec
 from workbench.errors import DataError, RunError, WorkbenchError
 from workbench.formats.base import Submission
@@ -31,7 +31,6 @@ from workbench.io import read_json, write_text
 from workbench.metrics.det import ap50_from_eval, evaluate_detections
 from workbench.metrics.scoring import GroundTruth, score, split_ground_truth
 from workbench.metrics.seg import SegEvaluator
-from workbench.predict import PredictConfig, predict_run
 from workbench.predictions import Predictions, seg_logits_to_mask, to_submission
 from workbench.report import figures
 from workbench.runs import RUNS_DIR, open_run
@@ -126,8 +125,8 @@ def resolve_target(target: str | Path) -> Target:
 # -- predictions and scores ------------------------------------------------------------------
 def build_member_predictions(target: Target, config: ReportConfig, progress: bool) -> dict[Member, Predictions]:
     """Each member's predictions on the report's split (from the run's cache when it is valid)."""
-    return {m: predict_run(PredictConfig(m.run, config.data, config.split, config.device, tta=m.tta),
-                           progress=progress)[0] for m in target.members}
+    return dict(zip(target.members, member_predictions(target.members, config.data, config.split, config.device,
+                                                       progress)))
 
 
 def build_primary(target: Target, preds: dict[Member, Predictions]) -> Predictions:
