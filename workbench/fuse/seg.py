@@ -24,10 +24,15 @@ def fuse_seg_logits(logits: Sequence[np.ndarray], weights: Sequence[float] | Non
         weights: M non-negative weights (None: equal).
     Returns:
         (K, h, w) float32 log of the weighted mean probability: argmax gives the fused mask and
-        softmax gives back the fused probabilities, so the result is a drop-in for logits.
+        softmax gives back the fused probabilities, so the result is a drop-in for logits. One
+        member comes back as its own logits (same probabilities; the mask, upsampled from logits
+        before the argmax, is then exactly the member's own).
     """
     shapes = {np.shape(x) for x in logits}
     if len(shapes) != 1:
         raise ValueError(f"members' logits differ in shape: {sorted(shapes)}")
+    if len(logits) == 1:
+        fuse_probs([np.zeros(1)], weights)  # the weight is still checked
+        return np.asarray(logits[0], np.float32)
     probs = fuse_probs([softmax(x, 0) for x in logits], weights)
     return np.log(np.clip(probs, 1e-8, None)).astype(np.float32)

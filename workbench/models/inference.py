@@ -118,7 +118,7 @@ def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: in
             for preds, logits in zip(result, outs):
                 out = torch.nn.functional.interpolate(logits[b:b + 1, :, :h, :w], size=reduced_size(hw),
                                                       mode="bilinear", align_corners=False)[0]
-                preds.seg[name] = out.cpu().numpy().astype(np.float16)
+                preds.seg[name] = out.contiguous().cpu().numpy().astype(np.float16)
                 preds.sizes["seg"][name] = hw
         i += len(images)
     return result
