@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from workbench.ensemble.spec import EnsembleSpec
 from workbench.io import read_json, write_json
 from workbench.metrics.det import map50
 from workbench.metrics.scoring import split_ground_truth
+from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
 from workbench.predict import PredictConfig, predict_run
 from workbench.predictions import to_submission
@@ -95,9 +97,9 @@ class Bench:
                 sum(t for *_, t, _ in self.commands))
 
 
-def allinone_vs_singles(joint: str, singles: dict[str, str], size: int, batch: int = 8, reps: int = 5) -> dict:
+def allinone_vs_singles(joint, singles: dict, size: int, batch: int = 8, reps: int = 5) -> dict:
     """Forward time of the joint model with all three heads vs the three single-task models, each with
-    its head, on the same batch of `size` px images (no grad, CPU, eval mode)."""
+    its head, on the same batch of `size` px images (no grad, CPU, eval mode). Models or run names."""
     torch.manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
     device = torch.device("cpu")
@@ -111,8 +113,11 @@ def allinone_vs_singles(joint: str, singles: dict[str, str], size: int, batch: i
                 model(images, tasks)
         return (time.perf_counter() - t0) / reps
 
-    joint_s = timed(load_model(open_run(joint), device), TASKS)
-    single_s = {t: timed(load_model(open_run(r), device), (t,)) for t, r in singles.items()}
+    def model(m):
+        return load_model(open_run(m), device) if isinstance(m, str) else m
+
+    joint_s = timed(model(joint), TASKS)
+    single_s = {t: timed(model(r), (t,)) for t, r in singles.items()}
     return {"joint_ms": 1000 * joint_s / batch, "singles_ms": {t: 1000 * s / batch for t, s in single_s.items()},
             "ratio": joint_s / sum(single_s.values())}
 
@@ -285,6 +290,14 @@ def main(argv=None) -> None:
                             clip="task", name=f"{p}-stepcost", runs_dir=args.runs_dir, device="cpu", steps_per_epoch=10)
     cost = step_cost(joint_cfg, Path(args.runs_dir) / f"{p}-stepcost")
     inf = allinone_vs_singles(f"{p}-joint-lite0", singles, int(sizes["det"]))
+    # the same two figures with depthwise-separable neck and head convolutions (`--head-convs separable`);
+    # time does not depend on the weights, so a freshly built model stands for the joint and every single one
+    sep_cost = step_cost(replace(joint_cfg, head_convs="separable", name=f"{p}-stepcost-sep"),
+                         Path(args.runs_dir) / f"{p}-stepcost-sep")
+    spec_ = DatasetSpec(data)
+    sep_model = MultiTaskModel(ModelConfig("efficientnet_lite0", len(spec_.cls_classes), len(spec_.det_category_ids),
+                                           len(spec_.seg_classes), head_convs="separable"))
+    sep_inf = allinone_vs_singles(sep_model, {t: sep_model for t in TASKS}, int(sizes["det"]))
     wbf_ms, wbf_boxes = wbf_cost([parse_member(m) for m in multi], data)
     coco_s = scoring_cost(data, f"{p}-joint-lite0")
     perf = [
@@ -297,6 +310,10 @@ def main(argv=None) -> None:
         f"{inf['joint_ms']:.1f} ms vs the three single-task models "
         f"{' + '.join(f'{v:.1f}' for v in inf['singles_ms'].values())} = {sum(inf['singles_ms'].values()):.1f} ms: "
         f"{inf['ratio']:.2f}x the summed cost (goal: at most 0.4x).",
+        f"- The same with depthwise-separable neck and head convolutions (`--head-convs separable`): training step "
+        f"{sep_cost['joint_s'] * 1000:.0f} ms vs bare {sep_cost['bare_s'] * 1000:.0f} ms ({sep_cost['overhead'] * 100:+.1f}%); "
+        f"inference {sep_inf['joint_ms']:.1f} ms vs {' + '.join(f'{v:.1f}' for v in sep_inf['singles_ms'].values())} = "
+        f"{sum(sep_inf['singles_ms'].values()):.1f} ms: {sep_inf['ratio']:.2f}x.",
         f"- Weighted box fusion (ensemble-boxes) of the {len(multi)} multi-task runs' val boxes: {wbf_ms:.1f} ms per "
         f"image ({wbf_boxes:.0f} input boxes per image).",
         f"- Scoring, pycocotools mAP50 over 1,000 images (val det tiled): {coco_s:.2f} s.",

@@ -1,6 +1,7 @@
 """Neck and heads: shapes from feature_info alone, and the detection prior."""
 import math
 
+import pytest
 import torch
 
 from workbench.models.heads import FPN, AttentionPoolHead, CenterHead, SemanticHead, conv_gn_relu
@@ -64,3 +65,33 @@ def test_box_size_head_keeps_a_gradient_where_a_relu_would_be_dead():
         assert (head.size[-1].bias.grad.abs().sum() > 0) == alive, activation
     legacy = ModelConfig.from_dict({"backbone": "resnet10t", "num_cls": 2, "num_det": 2, "num_seg": 2})
     assert legacy.det_size_activation == "relu" and ModelConfig("resnet10t", 2, 2, 2).det_size_activation == "softplus"
+
+
+def test_separable_block_weights_by_hand():
+    from workbench.models.heads import conv_gn_relu
+    full, separable = conv_gn_relu(64, 64), conv_gn_relu(64, 64, convs="separable")
+    conv_weights = lambda block: sum(m.weight.numel() for m in block if isinstance(m, torch.nn.Conv2d))  # noqa: E731
+    assert conv_weights(full) == 64 * 64 * 9  # 36864
+    assert conv_weights(separable) == 64 * 9 + 64 * 64  # depthwise 3x3 + pointwise 1x1 = 4672
+    with pytest.raises(ValueError, match="separable"):
+        conv_gn_relu(8, 8, convs="dilated")
+
+
+def test_separable_model_same_outputs_shapes_fewer_head_weights():
+    from workbench.models.model import ModelConfig, MultiTaskModel
+    torch.manual_seed(0)
+    conv = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16))
+    sep = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16, head_convs="separable"))
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        a, b = conv.eval()(x), sep.eval()(x)
+    assert a["cls"].shape == b["cls"].shape and a["seg"].shape == b["seg"].shape
+    assert {k: v.shape for k, v in a["det"].items()} == {k: v.shape for k, v in b["det"].items()}
+    # 3x3 blocks at 16 channels: FPN 4 levels (strides 4-32) + det 3 branches + seg 4 levels + 1 classifier
+    # = 12; each loses 16*16*9 - (16*9 + 16*16) = 1904 weights when separable
+    n_blocks = sum(1 for m in conv.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+                   and m.in_channels == 16 and m.groups == 1)
+    count = lambda m: sum(p.numel() for p in [*m.neck.parameters(), *m.heads.parameters()])  # noqa: E731
+    assert n_blocks == 12 and count(conv) - count(sep) == 12 * 1904
+    legacy = ModelConfig.from_dict({"backbone": "resnet10t", "num_cls": 2, "num_det": 2, "num_seg": 2})
+    assert legacy.head_convs == "conv"

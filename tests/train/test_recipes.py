@@ -45,6 +45,20 @@ def test_single_task_run_trains_and_scores_only_its_task(tiny_data, tmp_path):
     assert (run / "curves.png").stat().st_size > 0
 
 
+def test_separable_head_convs_survive_reload_and_headft(tiny_data, tmp_path):
+    from workbench.runs import load_model, open_run
+    run = train(tiny_train_config(tiny_data, tmp_path, "sep", head_convs="separable"), progress=False)
+    depthwise = lambda model: [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)  # noqa: E731
+                               and m.groups == m.in_channels > 1 and m.kernel_size == (3, 3)]
+    model = load_model(open_run(run), torch.device("cpu"))
+    assert len(depthwise(model.neck)) == 4 and len(depthwise(model.heads)) == 3 + 5  # det branches, seg levels + classifier
+    ft = train(TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(run), epochs=1, steps_per_epoch=1,
+                           batch_size=dict(TINY_BATCH), name="sep-ft", runs_dir=str(tmp_path), device="cpu"), progress=False)
+    assert open_run(ft).model_config().head_convs == "separable"
+    with pytest.raises(RunError, match="head convolutions"):
+        tiny_train_config(tiny_data, tmp_path, "bad", head_convs="dilated")
+
+
 def test_headft_freezes_backbone_and_keeps_each_heads_best_epoch(tiny_data, tiny_run, tmp_path):
     config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
                          batch_size=dict(TINY_BATCH), name="hf", runs_dir=str(tmp_path), device="cpu")

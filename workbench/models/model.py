@@ -33,6 +33,7 @@ class ModelConfig:
     mean: tuple[float, float, float] | None = None  # None: the backbone's pretrained_cfg
     std: tuple[float, float, float] | None = None
     det_size_activation: str = "softplus"  # runs written before it existed used "relu" (from_dict)
+    head_convs: str = "conv"  # "conv" or "separable" 3x3s in the neck and heads (models.heads.conv_gn_relu)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -46,6 +47,7 @@ class ModelConfig:
         for k in ("mean", "std"):
             d[k] = tuple(d[k]) if d.get(k) else None
         d.setdefault("det_size_activation", "relu")  # older run.json: the head had a ReLU
+        d.setdefault("head_convs", "conv")
         return cls(**d)
 
 
@@ -133,11 +135,13 @@ class MultiTaskModel(nn.Module):
         std = config.std or cfg.get("std", (0.229, 0.224, 0.225))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.neck = FPN(channels, config.neck_channels)
+        convs = config.head_convs
+        self.neck = FPN(channels, config.neck_channels, convs=convs)
         self.heads = nn.ModuleDict({
             "cls": AttentionPoolHead(channels[-1], config.num_cls),
-            "det": CenterHead(config.neck_channels, config.num_det, size_activation=config.det_size_activation),
-            "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg),
+            "det": CenterHead(config.neck_channels, config.num_det, size_activation=config.det_size_activation,
+                              convs=convs),
+            "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg, convs=convs),
         })
         # channels-last convolutions: on this 2-core CPU a train step of lite0 at 256 px is 1.3x and
         # inference 1.5x faster than in NCHW (oneDNN); on a GPU it is what AMP's tensor cores want.

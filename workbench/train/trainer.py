@@ -43,6 +43,7 @@ from workbench.io import atomic_path, read_json, write_json, write_text, write_y
 from workbench.metrics.scoring import METRICS, score, split_ground_truth
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
+from workbench.models.heads import HEAD_CONVS
 from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
 from workbench.predictions import Predictions, to_submission
 from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
@@ -77,6 +78,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     neck_channels: int = 64
+    head_convs: str = "conv"  # "conv" or "separable" 3x3 convolutions in the neck and the det/seg heads
     pretrained: str | None = None
     mean: tuple[float, float, float] | None = None  # input normalisation; None: the backbone's pretrained_cfg
     std: tuple[float, float, float] | None = None
@@ -118,6 +120,8 @@ class TrainConfig:
             raise RunError("recipe headft needs --from RUN (a joint run to fine-tune the heads of)")
         if self.recipe != "headft" and not self.backbone:
             raise RunError("a backbone is required (any timm model name with features_only support)")
+        if self.head_convs not in HEAD_CONVS:
+            raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:
             size = self.img_size.get(task)
             if not isinstance(size, int) or size < 32 or size % 32:
@@ -172,7 +176,8 @@ def seed_step(seed: int, step: int) -> None:
 def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
     return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
                                       num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
-                                      neck_channels=config.neck_channels, pretrained=config.pretrained,
+                                      neck_channels=config.neck_channels, head_convs=config.head_convs,
+                                      pretrained=config.pretrained,
                                       mean=config.mean, std=config.std))
 
 
@@ -560,7 +565,8 @@ def make_run_dir(config: TrainConfig, overwrite: bool) -> Path:
 def _inherit(config: TrainConfig, parent) -> TrainConfig:
     """headft takes the parent's architecture, input sizes and normalisation."""
     model = parent.model_config()
-    return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, pretrained=None,
+    return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
+                   pretrained=None,
                    mean=model.mean, std=model.std, img_size=dict(parent.info.get("img_size", config.img_size)))
 
 
