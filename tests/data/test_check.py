@@ -77,13 +77,17 @@ def make_dataset(root: Path) -> Path:
     (root / "truth").mkdir()
     (root / "truth/cls.csv").write_text("image,label\nt0.jpg,a\nt1.jpg,b\n")
     (root / "truth/det.json").write_text(json.dumps(coco([(7, "e0.jpg")], [(1, 7, [1, 1, 4, 4], 2)])))
+    image_list = coco([(7, "e0.jpg")], [])
+    del image_list["annotations"]  # the organisers' test image list: images and categories only
+    (root / "test/det_info.json").write_text(json.dumps(image_list))
     write_mask(root / "truth/seg/u0.png", [1, 2])
 
     spec = {
         "name": "tiny",
         "cls": {"classes": "cls/classes.txt", "train": "cls/train", "val": "cls/val", "test": "test/cls"},
         "det": {"train": {"images": "det/images", "annotations": "det/train.json"},
-                "val": {"images": "det/images", "annotations": "det/val.json"}, "test": "test/det"},
+                "val": {"images": "det/images", "annotations": "det/val.json"}, "test": "test/det",
+                "test_info": "test/det_info.json"},
         "seg": {"classes": "seg/classes.txt", "ignore_index": 255,
                 "train": {"images": "seg/images/train", "masks": "seg/masks/train"},
                 "val": {"images": "seg/images/val", "masks": "seg/masks/val"}, "test": "test/seg"},
@@ -232,6 +236,23 @@ def test_truth_problems(tiny):
     assert "truth/cls.csv: 1 cls test image(s) without truth: t1.jpg" in texts
     assert "truth/det.json: 1 det test image(s) without truth: e1.jpg" in texts
     assert "truth/seg/u0.png: mask missing for image test/seg/u0.jpg" in texts
+
+
+def test_test_image_list_problems(tiny):
+    root = tiny.parent
+    write_image(root / "test/det/e1.jpg")  # a test image the list (and the truth) leaves out
+    info = coco([(8, "e0.jpg"), (9, "gone.jpg")], [])  # e0's id differs from the truth's 7; gone.jpg is no image
+    info["images"][0]["width"] = 40
+    del info["annotations"]
+    (root / "test/det_info.json").write_text(json.dumps(info))
+    texts = "\n".join(check_dataset(tiny).problems)
+    assert "test/det_info.json: 1 det test image(s) not listed: e1.jpg" in texts
+    assert "test/det_info.json: 1 image(s) not in the det test folder: gone.jpg" in texts
+    assert "test/det/gone.jpg: image not found (listed in test/det_info.json)" in texts
+    assert "test/det/e0.jpg: real size 32x24 differs from 40x24 in test/det_info.json" in texts
+    assert "truth/det.json: 1 image id(s) differ from test/det_info.json: e0.jpg" in texts
+    (root / "test/det_info.json").write_text("{}")
+    assert "test/det_info.json: COCO file has no 'images' list" in "\n".join(check_dataset(tiny).problems)
 
 
 @pytest.mark.skipif(not TRAFFIC.is_dir(), reason=f"the real-data check needs the traffic data set at {TRAFFIC}")

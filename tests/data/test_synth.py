@@ -109,6 +109,11 @@ def test_coco_files_are_consistent(tiny):
     assert len(all_ids) == len(set(all_ids))
     test_names = sorted(im["file_name"] for im in json.loads((tiny / "truth/det.json").read_text())["images"])
     assert test_names == [p.name for p in _files(tiny / "test" / "det", ".jpg")]
+    # the organisers' test image list: the truth's images (same ids, names, sizes) and categories, no annotations
+    info = json.loads((tiny / "test/det_info.json").read_text())
+    truth = json.loads((tiny / "truth/det.json").read_text())
+    assert info["images"] == truth["images"] and info["categories"] == truth["categories"]
+    assert "annotations" not in info
 
 
 def test_masks_match_images_and_cover_the_classes(tiny):

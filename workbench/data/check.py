@@ -385,15 +385,30 @@ class _Checker:
             if counts is not None:
                 self.counts.append(counts)
         self.check_test("det")
+        if self.raw["det"].get("test_info") is not None:
+            self.check_test_info(self.resolve(self.raw["det"]["test_info"]))
 
-    def check_coco(self, ann_path: Path, images_dir: Path | None, task: str, split: str) -> CountRow | None:
-        """Check a COCO file and its images; returns the split's counts (None if the file is unusable)."""
+    def check_test_info(self, path: Path) -> None:
+        """The organisers' image list of the det test split: every test image once, true sizes, unique ids."""
+        images = self.test_images("det")
+        self.check_coco(path, images[0].parent if images else None, "", "", image_list=True)
         try:
-            coco = read_coco(ann_path)
+            listed = read_coco(path, image_list=True)["images"]
+        except DataError:
+            return  # already reported
+        self.compare_names(path, [im.get("file_name") for im in listed if isinstance(im, dict)], images, "det",
+                           missing_text="not listed")
+
+    def check_coco(self, ann_path: Path, images_dir: Path | None, task: str, split: str,
+                   image_list: bool = False) -> CountRow | None:
+        """Check a COCO file (or an image list) and its images; returns the split's counts (None if unusable)."""
+        try:
+            coco = read_coco(ann_path, image_list=image_list)
         except DataError as e:
             self.problem(Path(e.path), e.problem)
             return None
-        categories = self.check_categories(ann_path, coco["categories"])
+        categories = (self.check_categories(ann_path, coco["categories"])
+                      if coco["categories"] or not image_list else None)
 
         images: dict[object, tuple[str, int, int]] = {}  # id -> (file_name, width, height)
         id_count = Counter(_key(im.get("id")) if isinstance(im, dict) else None for im in coco["images"])
@@ -628,6 +643,19 @@ class _Checker:
             return  # already reported
         names = [im.get("file_name") for im in coco["images"] if isinstance(im, dict)]
         self.compare_names(path, names, images, "det")
+        rel = self.raw["det"].get("test_info") if isinstance(self.raw.get("det"), dict) else None
+        if rel is None:
+            return
+        try:
+            info = read_coco(self.resolve(rel), image_list=True)["images"]
+        except DataError:
+            return  # reported by check_test_info
+        listed = {im.get("file_name"): im.get("id") for im in info if isinstance(im, dict)}
+        differ = [im.get("file_name") for im in coco["images"]
+                  if isinstance(im, dict) and im.get("file_name") in listed and listed[im.get("file_name")] != im.get("id")]
+        if differ:
+            self.problem(path, f"{len(differ)} image id(s) differ from {self.rel(self.resolve(rel))}: "
+                               f"{', '.join(map(str, differ[:5]))}")
 
     def check_truth_seg(self, folder: Path) -> None:
         if not folder.is_dir():
@@ -639,8 +667,9 @@ class _Checker:
             return
         self.check_masks(images, folder, "", "")
 
-    def compare_names(self, path: Path, names: list, images: list[Path] | None, task: str) -> None:
-        """The truth must name every test image of the task exactly once, and nothing else."""
+    def compare_names(self, path: Path, names: list, images: list[Path] | None, task: str,
+                      missing_text: str = "without truth") -> None:
+        """The truth (or an image list) must name every test image of the task exactly once, and nothing else."""
         if images is None:
             self.problem(path, f"no {task} test folder to compare the truth with")
             return
@@ -654,7 +683,8 @@ class _Checker:
             self.problem(path, f"{len(extra)} image(s) not in the {task} test folder: {', '.join(map(str, extra[:5]))}"
                                + (" ..." if len(extra) > 5 else ""))
         if missing:
-            self.problem(path, f"{len(missing)} {task} test image(s) without truth: {', '.join(missing[:5])}"
+            self.problem(path, f"{len(missing)} {task} test image(s) {missing_text}: "
+                               f"{', '.join(missing[:5])}"
                                + (" ..." if len(missing) > 5 else ""))
 
     # -- leakage -------------------------------------------------------------------------------

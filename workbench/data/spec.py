@@ -112,18 +112,52 @@ def read_classes(path: Path) -> list[str]:
     return names
 
 
-def read_coco(path: Path) -> dict:
-    """Read a COCO json and check its top-level structure."""
+def read_coco(path: Path, image_list: bool = False) -> dict:
+    """Read a COCO json and check its top-level structure.
+
+    Args:
+        path: the file.
+        image_list: the file is an image list (organisers' `test_info`): only `images` is required;
+            `annotations` is then [] and `categories` [] when absent.
+    """
     if not path.is_file():
-        raise DataError(path, "annotation file not found")
+        raise DataError(path, "image list not found" if image_list else "annotation file not found")
     try:
         coco = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(path, f"invalid JSON ({e})") from None
+    if not isinstance(coco, dict):
+        raise DataError(path, "COCO file is not an object")
+    if image_list:
+        coco.setdefault("annotations", [])
+        coco.setdefault("categories", [])
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
             raise DataError(path, f"COCO file has no '{key}' list")
     return coco
+
+
+def read_image_ids(path: Path) -> dict[str, int]:
+    """Read a COCO image list (`det.test_info`, `--image-ids`): file name -> integer image id.
+
+    Raises:
+        DataError: missing or malformed file, an entry without an integer id or a file name, a
+            repeated id or file name (the message names the file and the entry).
+    """
+    path = Path(path)
+    out: dict[str, int] = {}
+    for i, im in enumerate(read_coco(path, image_list=True)["images"]):
+        iid = im.get("id") if isinstance(im, dict) else None
+        name = im.get("file_name") if isinstance(im, dict) else None
+        if not isinstance(iid, int) or isinstance(iid, bool) or not isinstance(name, str) or not name:
+            raise DataError(path, f"images[{i}] needs an integer id and a file_name")
+        if name in out:
+            raise DataError(path, f"image {name} listed twice")
+        out[name] = iid
+    if len(set(out.values())) != len(out):
+        dup = next(v for v in out.values() if list(out.values()).count(v) > 1)
+        raise DataError(path, f"image id {dup} used by more than one image")
+    return out
 
 
 class DatasetSpec:
@@ -257,6 +291,30 @@ class DatasetSpec:
     def test_names(self, task: str) -> list[str]:
         """File names of a task's test images, sorted."""
         return [p.name for p in list_images(self._resolve(self._entry(task, "test")))]
+
+    @property
+    def det_test_info(self) -> Path | None:
+        """The organisers' image list of the detection test split (`det: test_info:`), or None."""
+        rel = self.raw["det"].get("test_info") if isinstance(self.raw["det"], dict) else None
+        return self._resolve(rel) if rel else None
+
+    def det_test_ids(self, image_list: str | Path | None = None) -> dict[str, int] | None:
+        """Detection test image name -> the organisers' integer id, or None when no list is known.
+
+        Args:
+            image_list: a COCO image list to use instead of `det_test_info` (`--image-ids`).
+
+        Raises:
+            DataError: the list is malformed, or a test image is missing from it.
+        """
+        path = Path(image_list) if image_list else self.det_test_info
+        if path is None:
+            return None
+        ids = read_image_ids(path)
+        missing = [n for n in self.test_names("det") if n not in ids]
+        if missing:
+            raise DataError(path, f"{len(missing)} detection test image(s) not listed: {', '.join(missing[:5])}")
+        return ids
 
     def unlabeled_images(self, task: str | None = None) -> list[Path]:
         """Images of the `unlabeled` folder (those routed to `task` when given; see `route`)."""

@@ -762,7 +762,8 @@ def _write_cls(root: Path, rng: np.random.Generator, counts: tuple[int, int, int
 
 
 def _write_det(root: Path, rng: np.random.Generator, counts: tuple[int, int, int]) -> None:
-    """det/images + det/{train,val}.json, test/det + truth/det.json; image ids unique over all three."""
+    """det/images + det/{train,val}.json, test/det + test/det_info.json (the test image list with its ids)
+    + truth/det.json; image ids unique over all three."""
     targets = {"train": (root / "det" / "images", root / "det" / "train.json"),
                "val": (root / "det" / "images", root / "det" / "val.json"),
                "test": (root / "test" / "det", root / "truth" / "det.json")}
@@ -783,6 +784,10 @@ def _write_det(root: Path, rng: np.random.Generator, counts: tuple[int, int, int
                                     "area": w * h, "iscrowd": 0})
         _write_json(json_path, {"info": {"description": f"synthetic traffic objects, {split}"},
                                 "categories": DET_CATEGORIES, "images": images, "annotations": annotations})
+        if split == "test":  # the organisers' image list: the ids a submission uses, no annotations
+            _write_json(root / "test" / "det_info.json",
+                        {"info": {"description": "synthetic traffic objects, test image list (ids a submission uses)"},
+                         "categories": DET_CATEGORIES, "images": images})
 
 
 def _write_seg(root: Path, rng: np.random.Generator, counts: tuple[int, int, int]) -> None:
@@ -823,7 +828,7 @@ def build_dataset_yaml() -> dict:
         "cls": {"classes": "cls/classes.txt", "train": "cls/train", "val": "cls/val", "test": "test/cls"},
         "det": {"train": {"images": "det/images", "annotations": "det/train.json"},
                 "val": {"images": "det/images", "annotations": "det/val.json"},
-                "test": "test/det"},
+                "test": "test/det", "test_info": "test/det_info.json"},
         "seg": {"classes": "seg/classes.txt", "ignore_index": IGNORE_INDEX,
                 "train": {"images": "seg/images/train", "masks": "seg/masks/train"},
                 "val": {"images": "seg/images/val", "masks": "seg/masks/val"},
@@ -841,7 +846,8 @@ and schema as the real `traffic` set (see dataset.yaml). No real data.
 - cls: {n_cls} sign classes drawn with PIL, crops of 28-56 px with clutter, blur, noise, occluders.
 - det: 128x96 (some 96x128) street scenes, COCO categories {det}; boxes tight around the drawn shape.
 - seg: 128x96 road scenes, classes {seg} (+ 255 ignore); masks drawn with the image's own geometry.
-- test/ holds images only; truth/ holds their labels, read by scoring alone.
+- test/ holds images only, and test/det_info.json, the detection test image list with the ids a
+  submission uses; truth/ holds their labels, read by scoring alone.
 """
 
 
