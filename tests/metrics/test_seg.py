@@ -87,3 +87,17 @@ def test_evaluator_sums_images():
     assert out["pixel_acc"] == pytest.approx((12 + 15) / (15 + 15))
     ev.reset()
     assert ev.confusion.sum() == 0
+
+
+def test_miou_conventions_by_hand():
+    # 4 classes; class 3 absent from truth and prediction
+    cm = np.array([[3, 1, 0, 0],   # truth 0: 3 right, 1 predicted as 1
+                   [0, 2, 0, 0],   # truth 1: 2 right
+                   [0, 0, 0, 0],   # truth 2: none, but 2 pixels predicted as 2 below
+                   [0, 0, 0, 0]])
+    cm[1, 2] = 2  # truth 1 predicted 2 twice
+    iou = [3 / 4, 2 / (1 + 4), 0 / 2]  # tp / (row + column - tp)
+    assert mean_iou(cm) == pytest.approx(sum(iou) / 3)  # present classes only
+    assert mean_iou(cm, "organisers") == pytest.approx(sum(iou) / 4)  # absent class 3 counts 0
+    with pytest.raises(ValueError, match="convention"):
+        mean_iou(cm, "macro")

@@ -64,7 +64,7 @@ def split_ground_truth(spec: DatasetSpec, split: str, tasks=("cls", "det", "seg"
     return gt
 
 
-def score(sub: Submission, gt: GroundTruth, tasks=("cls", "det", "seg")) -> dict[str, float]:
+def score(sub: Submission, gt: GroundTruth, tasks=("cls", "det", "seg"), miou: str = "present") -> dict[str, float]:
     """Score a submission.
 
     Args:
@@ -72,6 +72,7 @@ def score(sub: Submission, gt: GroundTruth, tasks=("cls", "det", "seg")) -> dict
             ids, masks (H, W) of class indices at original size).
         gt: ground truth of the same images.
         tasks: the tasks to score.
+        miou: how mIoU averages over classes (`workbench.metrics.seg.MIOU_CONVENTIONS`).
     Returns:
         {"cls_top1", "det_map50", "seg_miou"} for the tasks scored and "score", their mean.
     """
@@ -94,6 +95,6 @@ def score(sub: Submission, gt: GroundTruth, tasks=("cls", "det", "seg")) -> dict
             if pred.shape != target.shape:
                 raise DataError(mask_path, f"predicted mask of {name} is {pred.shape}, truth is {target.shape}")
             ev.process(pred, target)
-        out["seg_miou"] = ev.evaluate()["miou"]
+        out["seg_miou"] = ev.evaluate(miou)["miou"]
     out["score"] = float(np.mean([out[METRICS[t]] for t in tasks]))
     return out

@@ -56,13 +56,26 @@ def iou_per_class(cm: np.ndarray) -> np.ndarray:
     return iou
 
 
-def mean_iou(cm: np.ndarray) -> float:
-    """Return the mean IoU over classes present in target or pred (NaN if there are none).
+MIOU_CONVENTIONS = {
+    "present": "mean over the classes present in truth or prediction",
+    "organisers": "mean over all classes, a class absent from both counting 0 (the organisers' scorer)",
+}
+
+
+def mean_iou(cm: np.ndarray, convention: str = "present") -> float:
+    """Return the mean IoU of a confusion matrix.
 
     Args:
         cm: (K, K) confusion matrix, rows = target, columns = pred.
+        convention: "present": over the classes present in target or pred (NaN if there are none);
+            "organisers": over all K classes, a class absent from both counting 0, as the organisers'
+            scorer does (PaddleSeg's `metrics.mean_iou`).
     """
     iou = iou_per_class(cm)
+    if convention == "organisers":
+        return float(np.nan_to_num(iou, nan=0.0).mean()) if iou.size else float("nan")
+    if convention != "present":
+        raise ValueError(f"unknown mIoU convention {convention!r}; known: {', '.join(MIOU_CONVENTIONS)}")
     valid = ~np.isnan(iou)
     return float(iou[valid].mean()) if valid.any() else float("nan")
 
@@ -104,6 +117,6 @@ class SegEvaluator:
         """Return (K,) IoU per class so far (NaN for classes seen in neither target nor pred)."""
         return iou_per_class(self.confusion)
 
-    def evaluate(self) -> dict[str, float]:
-        """Return {"miou": float, "pixel_acc": float} over every image processed."""
-        return {"miou": mean_iou(self.confusion), "pixel_acc": pixel_accuracy(self.confusion)}
+    def evaluate(self, convention: str = "present") -> dict[str, float]:
+        """Return {"miou": float, "pixel_acc": float} over every image processed (mIoU: see `mean_iou`)."""
+        return {"miou": mean_iou(self.confusion, convention), "pixel_acc": pixel_accuracy(self.confusion)}
