@@ -36,6 +36,8 @@ def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
     assert set(scores) == {"cls_top1", "det_map50", "seg_miou", "score"}
     mean = (scores["cls_top1"] + scores["det_map50"] + scores["seg_miou"]) / 3
     assert scores["score"] == pytest.approx(mean, abs=1e-5)
+    out = invoke(["score", "submissions/ab", "--data", "data/dataset.yaml", "--convention", "organisers"])
+    assert "mIoU: mean over all classes, a class absent from both counting 0" in out
 
     out = invoke(["ensemble", "compare", "a", "b@hflip@det+seg", "--data", "data/dataset.yaml", "--n-boot", "20",
                   "--out", "cmp", "--device", "cpu"])
@@ -55,6 +57,19 @@ def test_errors_are_one_line_and_name_the_file(tmp_path):
                            "--backbone", "resnet10t"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {missing}: dataset file not found"
+
+
+def test_warnings_are_one_line(tiny_data, tmp_path):
+    # a submission in the earlier allinone-json layout is scored, with a one-line warning on stderr
+    sub = tmp_path / "old"
+    sub.mkdir()
+    (sub / "submission.json").write_text(json.dumps({"cls": {}, "dec": [], "seg": {}}))
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "score", str(sub), "--data", str(tiny_data)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1  # nothing predicted for the seg images
+    warning, error = proc.stderr.strip().splitlines()
+    assert warning.startswith("warning: ") and "earlier allinone-json layout" in warning
+    assert error.startswith("error: ") and "no predicted mask" in error
 
 
 def test_data_check_fails_on_a_broken_data_set(tiny_data, tmp_path):

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, WorkbenchWarning
 
 TASKS = ("cls", "det", "seg")
 METRIC_COLUMNS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
@@ -375,8 +376,10 @@ def ensemble_search_cmd(members, data_path, out, rounds, seed, no_fusion_search,
 @click.option("--fusion", type=click.Choice(["wbf", "nms", "soft-nms"]), default="wbf", show_default=True,
               help="Box fusion (ensemble-boxes).")
 @click.option("--iou-thr", default=0.55, show_default=True, help="Box fusion IoU threshold.")
+@click.option("--image-ids", type=click.Path(dir_okay=False),
+              help="The organisers' COCO image list of the detection test images (default: det.test_info of dataset.yaml).")
 @click.option("--device", default="auto", show_default=True)
-def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, device):
+def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_ids, device):
     """Blend MEMBERS (RUN or RUN@TTA, or one ENSEMBLE.yaml) and write submissions/<name>/."""
     from workbench.ensemble.members import parse_member
     from workbench.ensemble.spec import EnsembleSpec
@@ -395,10 +398,10 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, device):
             raise click.BadParameter(f"{len(w)} weights for {len(parsed)} members", param_hint="--weights")
         spec = EnsembleSpec.equal(parsed, w, FusionConfig(fusion, iou_thr))
         name = name or "+".join(m.label.replace("@", "_") for m in parsed)
-    manifest = submit(SubmitConfig(spec, data_path, name, fmt, device))
+    manifest = submit(SubmitConfig(spec, data_path, name, fmt, device, image_ids=image_ids))
     click.echo(format_table(list(manifest["val"].items()), "val"))
     if "polygon_roundtrip_miou" in manifest:
-        click.echo(f"mask -> polygon -> mask round trip keeps mIoU {manifest['polygon_roundtrip_miou']:.4f}")
+        click.echo(f"masks -> polygons -> organisers' fill keeps mIoU {manifest['polygon_roundtrip_miou']:.4f}")
     click.echo(f"wrote {Path(SubmitConfig.out_dir) / name}/ ({', '.join(manifest['files'])})")
 
 
@@ -407,16 +410,21 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, device):
 @click.argument("submissions", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def score_cmd(submissions, data_path, as_json):
+@click.option("--convention", type=click.Choice(["present", "organisers"]), default="present", show_default=True,
+              help="mIoU over the classes present in truth or prediction, or over all classes with absent ones "
+                   "counting 0 (the organisers' scorer).")
+def score_cmd(submissions, data_path, as_json, convention):
     """Score SUBMISSION folders against the data set's sealed truth (test split)."""
+    from workbench.metrics.seg import MIOU_CONVENTIONS
     from workbench.score import score_submission
-    results = [(Path(s).name, score_submission(s, data_path)) for s in submissions]
+    results = [(Path(s).name, score_submission(s, data_path, miou=convention)) for s in submissions]
     if as_json:
         payload = {k: round(v, 6) for k, v in results[0][1].items()} if len(results) == 1 else \
             {name: {k: round(v, 6) for k, v in r.items()} for name, r in results}
         click.echo(json.dumps(payload))
     else:
         click.echo(format_table(results, "test"))
+        click.echo(f"mIoU: {MIOU_CONVENTIONS[convention]} (--convention {convention})")
 
 
 from workbench.runs_table import runs_command  # noqa: E402  (`wb runs`)
@@ -428,8 +436,20 @@ from workbench.report import report_command  # noqa: E402  (`wb report`)
 main.add_command(report_command, "report")
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a WorkbenchWarning as one line on stderr (others as Python would)."""
+    if issubclass(category, WorkbenchWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def run():
     """Entry point turning workbench errors into one-line messages and exit code 1."""
+    warnings.showwarning = show_warning
     try:
         main(standalone_mode=False)
     except WorkbenchError as e:

@@ -28,3 +28,7 @@ class SubmissionError(WorkbenchError):
 
 class RunError(WorkbenchError):
     """A run folder is missing, incomplete or does not fit the request."""
+
+
+class WorkbenchWarning(UserWarning):
+    """Something works but is probably not what the user wants; the CLI prints it as one line."""

@@ -77,6 +77,7 @@ def submission() -> Submission:
         seg=seg,
         cls_classes=["cat", "dog, large", "bird"],
         seg_num_classes=6,
+        det_image_ids={"d1.jpg": 11, "d2.jpg": 4, "d3.jpg": 7},  # d3: a test image without boxes
     )
 
 

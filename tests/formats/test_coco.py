@@ -14,7 +14,8 @@ def test_roundtrip_is_exact(tmp_path, submission):
     fmt = get_format("coco")
     paths = fmt.write(submission, tmp_path)
     assert [p.name for p in paths] == ["cls.csv", "det.json", "seg.json"]
-    back = fmt.read(tmp_path, cls_classes=submission.cls_classes, seg_num_classes=6)
+    back = fmt.read(tmp_path, cls_classes=submission.cls_classes, seg_num_classes=6,
+                    det_image_ids=submission.det_image_ids)
     assert back == submission
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.csv", "det.json", "seg.json"]  # no temp files
 

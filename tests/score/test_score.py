@@ -17,7 +17,7 @@ def truth_submission(spec: DatasetSpec) -> Submission:
     seg = {n: read_mask(spec.truth_seg() / n.replace(".jpg", ".png")) for n in spec.test_names("seg")}
     seg = {n: np.where(m == 255, 0, m).astype(np.uint8) for n, m in seg.items()}  # ignore pixels don't count
     return Submission(cls=dict(spec.truth_cls()), det=det, seg=seg, cls_classes=spec.cls_classes,
-                      seg_num_classes=len(spec.seg_classes))
+                      seg_num_classes=len(spec.seg_classes), det_image_ids=spec.det_test_ids())
 
 
 @pytest.mark.parametrize("fmt", ["allinone-json", "coco"])
@@ -43,3 +43,4 @@ def test_wrong_half_of_the_classes(tiny_data, tmp_path):
     assert scores["cls_top1"] == pytest.approx(top1)
     assert scores["det_map50"] == 0.0
     assert scores["score"] == pytest.approx((top1 + 0.0 + 1.0) / 3)
+

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 
 import pytest
+import yaml
 
 import workbench.submit as submit_stage
 from workbench.ensemble.members import Member
 from workbench.ensemble.spec import EnsembleSpec
-from workbench.errors import SubmissionError
+from workbench.errors import DataError, SubmissionError
 from workbench.fuse import FusionConfig
 from workbench.score import score_submission
 from workbench.submit import SubmitConfig, submit
@@ -77,3 +79,41 @@ def test_refuses_unknown_class_id(tiny_run, tiny_data, tmp_path, monkeypatch):
     with pytest.raises(SubmissionError, match="99"):
         submit(config, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def without_test_info(tiny_data, root):
+    """A copy of the tiny data set whose dataset.yaml names no det.test_info."""
+    shutil.copytree(tiny_data.parent, root)
+    raw = yaml.safe_load((root / "dataset.yaml").read_text())
+    del raw["det"]["test_info"]
+    (root / "dataset.yaml").write_text(yaml.safe_dump(raw))
+    return root / "dataset.yaml"
+
+
+def test_allinone_json_without_image_ids_is_refused_before_predicting(tiny_run, tiny_data, tmp_path, monkeypatch):
+    data = without_test_info(tiny_data, tmp_path / "data")
+    monkeypatch.setattr(submit_stage, "predict_members", lambda *a, **k: pytest.fail("predicted before refusing"))
+    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(data), "x", device="cpu",
+                          out_dir=str(tmp_path / "subs"))
+    with pytest.raises(SubmissionError, match=r"integer ids.*test_info.*--image-ids"):
+        submit(config, progress=False)
+    assert not (tmp_path / "subs").exists()
+
+
+def test_image_ids_override(tiny_run, tiny_data, tmp_path):
+    data = without_test_info(tiny_data, tmp_path / "data")
+    listed = json.loads((tiny_data.parent / "test" / "det_info.json").read_text())["images"]
+    shifted = {"images": [{**im, "id": im["id"] + 1000} for im in listed]}
+    (tmp_path / "ids.json").write_text(json.dumps(shifted))
+    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(data), "x", device="cpu",
+                          out_dir=str(tmp_path / "subs"), image_ids=str(tmp_path / "ids.json"))
+    manifest = submit(config, progress=False)
+    assert manifest["det_image_ids"] == str(tmp_path / "ids.json")
+    written = json.loads((tmp_path / "subs" / "x" / "submission.json").read_text())
+    ids = {im["file_name"]: im["id"] for im in shifted["images"]}
+    assert written["dec"] and {d["image_id"] for d in written["dec"]} <= set(ids.values())
+    # a list that misses a test image is refused, naming the file and the image
+    (tmp_path / "short.json").write_text(json.dumps({"images": shifted["images"][1:]}))
+    with pytest.raises(DataError, match=rf"short.json: 1 detection test image\(s\) not listed: {listed[0]['file_name']}"):
+        submit(SubmitConfig(config.ensemble, str(data), "y", device="cpu", out_dir=str(tmp_path / "subs"),
+                            image_ids=str(tmp_path / "short.json")), progress=False)

@@ -23,6 +23,8 @@ class Submission:
         seg: image file name -> (H, W) uint8 class-index mask at the image's original size.
         cls_classes: class names in index order (the cls data set's classes.txt).
         seg_num_classes: K of the segmentation data set.
+        det_image_ids: detection test image file name -> the organisers' integer image id (their
+            COCO image list, `det.test_info` of dataset.yaml); formats that write ids need it.
     """
 
     cls: dict[str, int] = field(default_factory=dict)
@@ -30,6 +32,7 @@ class Submission:
     seg: dict[str, np.ndarray] = field(default_factory=dict)
     cls_classes: list[str] = field(default_factory=list)
     seg_num_classes: int = 0
+    det_image_ids: dict[str, int] = field(default_factory=dict)
 
     def __eq__(self, other) -> bool:
         """Equal when every field is equal (masks compared by shape and values, not dtype)."""
@@ -40,6 +43,7 @@ class Submission:
             and self.det == other.det
             and list(self.cls_classes) == list(other.cls_classes)
             and self.seg_num_classes == other.seg_num_classes
+            and self.det_image_ids == other.det_image_ids
             and self.seg.keys() == other.seg.keys()
             and all(np.array_equal(self.seg[k], other.seg[k]) for k in self.seg)
         )
@@ -54,6 +58,7 @@ class SubmissionFormat(ABC):
     """
 
     name: str = ""
+    needs_det_image_ids: bool = False  # write() names detection images by the organisers' integer ids
 
     @abstractmethod
     def write(self, sub: Submission, out_dir: Path) -> list[Path]:
@@ -69,7 +74,8 @@ class SubmissionFormat(ABC):
 
     @abstractmethod
     def read(self, out_dir: Path, seg_sizes: dict[str, tuple[int, int]] | None = None,
-             cls_classes: list[str] | None = None, seg_num_classes: int | None = None) -> Submission:
+             cls_classes: list[str] | None = None, seg_num_classes: int | None = None,
+             det_image_ids: dict[str, int] | None = None) -> Submission:
         """Read the files `write` produced.
 
         Args:
@@ -77,6 +83,7 @@ class SubmissionFormat(ABC):
             seg_sizes: image name -> (H, W), for formats that cannot recover the mask size.
             cls_classes: class names in index order (needed where the files hold names).
             seg_num_classes: K; when None, one more than the largest class id found.
+            det_image_ids: detection image name -> organisers' id, for formats that write ids.
 
         Returns:
             The Submission (its `cls_classes` is `cls_classes` or []).
@@ -162,19 +169,22 @@ def is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_det_entry(entry, image_key: str) -> str | None:
+def check_det_entry(entry, image_key: str, integer_ids: bool = False) -> str | None:
     """Return what is wrong with the schema of one box entry read from a file, or None.
 
     Args:
         entry: the decoded JSON object.
-        image_key: the key holding the image name in this format ("image_id").
+        image_key: the key identifying the image in this format ("image_id").
+        integer_ids: the image is named by an integer id (COCO results) rather than a file name.
     """
     if not isinstance(entry, dict):
         return "not an object"
     missing = [k for k in (image_key, "category_id", "bbox", "score") if k not in entry]
     if missing:
         return f"missing {', '.join(missing)}"
-    if not isinstance(entry[image_key], str):
+    if integer_ids and not is_int(entry[image_key]):
+        return f"{image_key} {entry[image_key]!r} is not an integer image id"
+    if not integer_ids and not isinstance(entry[image_key], str):
         return f"{image_key} {entry[image_key]!r} is not an image file name"
     if not is_int(entry["category_id"]):
         return f"category_id {entry['category_id']!r} is not an integer"
@@ -184,6 +194,33 @@ def check_det_entry(entry, image_key: str) -> str | None:
     if not is_number(entry["score"]):
         return f"score {entry['score']!r} is not a number"
     return None
+
+
+def read_det_entries(entries: list, where: str, problems: list[str],
+                     id_to_name: dict[int, str] | None = None) -> list[dict]:
+    """Check COCO result entries read from a file and convert the good ones to Submission boxes.
+
+    Args:
+        entries: the decoded list.
+        where: prefix of each problem line, e.g. "dec" -> "dec[3] (image 12): ...".
+        problems: receives one line per bad entry.
+        id_to_name: images named by integer ids, mapped back to file names with this; None: by file name.
+
+    Returns:
+        The boxes {"image", "category_id", "bbox", "score"} of the good entries, in file order.
+    """
+    det = []
+    for i, entry in enumerate(entries):
+        problem = check_det_entry(entry, "image_id", integer_ids=id_to_name is not None)
+        image = entry.get("image_id") if isinstance(entry, dict) else None
+        if problem is None and id_to_name is not None and int(image) not in id_to_name:
+            problem = f"image_id {image} is not in the test image list"
+        if problem:
+            problems.append(f"{where}[{i}] (image {image}): {problem}")
+        else:
+            named = entry if id_to_name is None else {**entry, "image_id": id_to_name[int(image)]}
+            det.append(det_from_entry(named, "image_id"))
+    return det
 
 
 def det_from_entry(entry: dict, image_key: str) -> dict:

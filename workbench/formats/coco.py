@@ -19,15 +19,14 @@ from workbench.errors import DataError, SubmissionError, WorkbenchError
 from workbench.formats.base import (
     Submission,
     SubmissionFormat,
-    check_det_entry,
-    det_from_entry,
     det_to_entry,
     dumps_compact,
     is_int,
     load_json,
+    read_det_entries,
     register_format,
 )
-from workbench.formats.polygons import UNCOVERED_CLASS, quiet_pycocotools
+from workbench.formats.polygons import CANVAS_CLASS, quiet_pycocotools
 from workbench.io import write_text
 
 CLS_FILE, DET_FILE, SEG_FILE = "cls.csv", "det.json", "seg.json"
@@ -80,8 +79,9 @@ class CocoFormat(SubmissionFormat):
         return [path for path, _ in files]
 
     def read(self, out_dir: Path, seg_sizes: dict[str, tuple[int, int]] | None = None,
-             cls_classes: list[str] | None = None, seg_num_classes: int | None = None) -> Submission:
-        """Read the three files back exactly (see SubmissionFormat.read).
+             cls_classes: list[str] | None = None, seg_num_classes: int | None = None,
+             det_image_ids: dict[str, int] | None = None) -> Submission:
+        """Read the three files back exactly (see SubmissionFormat.read; boxes name images by file name).
 
         Args:
             seg_sizes: unused (each RLE carries its size).
@@ -94,7 +94,7 @@ class CocoFormat(SubmissionFormat):
         if seg_num_classes is None:
             seg_num_classes = max((int(m.max()) + 1 for m in seg.values() if m.size), default=0)
         return Submission(cls=cls, det=det, seg=seg, cls_classes=list(cls_classes or []),
-                          seg_num_classes=int(seg_num_classes))
+                          seg_num_classes=int(seg_num_classes), det_image_ids=dict(det_image_ids or {}))
 
 
 def _read_cls(path: Path, cls_classes: list[str] | None) -> dict[str, int]:
@@ -128,14 +128,8 @@ def _read_det(path: Path) -> list[dict]:
     entries = load_json(path)
     if not isinstance(entries, list):
         raise DataError(path, "not a list of COCO results")
-    det, problems = [], []
-    for i, entry in enumerate(entries):
-        problem = check_det_entry(entry, "image_id")
-        if problem:
-            image = entry.get("image_id") if isinstance(entry, dict) else None
-            problems.append(f"[{i}] (image {image}): {problem}")
-        else:
-            det.append(det_from_entry(entry, "image_id"))
+    problems = []
+    det = read_det_entries(entries, "", problems)
     if problems:
         raise DataError(path, "\n".join(problems))
     return det
@@ -171,7 +165,7 @@ def _read_seg(path: Path) -> dict[str, np.ndarray]:
             problems.append(f"{where}: undecodable RLE ({e})")
             continue
         if name not in masks:
-            masks[name] = np.full((h, w), UNCOVERED_CLASS, dtype=np.uint8)
+            masks[name] = np.full((h, w), CANVAS_CLASS, dtype=np.uint8)
             covered[name] = np.zeros((h, w), dtype=bool)
         if masks[name].shape != (h, w):
             problems.append(f"{where}: size {[h, w]} differs from {list(masks[name].shape)} of its other classes")

@@ -42,14 +42,21 @@ def detect_format(sub_dir: Path) -> str:
     raise DataError(sub_dir, "not a submission folder (no manifest.json, submission.json or det.json)")
 
 
-def read_submission(sub_dir: Path, spec: DatasetSpec, seg_sizes: dict[str, tuple[int, int]]) -> Submission:
+def read_submission(sub_dir: Path, spec: DatasetSpec, seg_sizes: dict[str, tuple[int, int]],
+                    det_image_ids: dict[str, int] | None = None) -> Submission:
     """Read a submission folder in whatever registered format it was written."""
     return get_format(detect_format(sub_dir)).read(sub_dir, seg_sizes=seg_sizes, cls_classes=spec.cls_classes,
-                                                   seg_num_classes=len(spec.seg_classes))
+                                                   seg_num_classes=len(spec.seg_classes), det_image_ids=det_image_ids)
 
 
-def score_submission(sub_dir: str | Path, data: str | Path) -> dict[str, float]:
+def score_submission(sub_dir: str | Path, data: str | Path, miou: str = "present") -> dict[str, float]:
     """Score a submission folder against the data set's sealed truth.
+
+    Boxes that name images by id are matched with the ids of the truth's own image list (the
+    organisers' annotation file), as pycocotools' `loadRes` does.
+
+    Args:
+        miou: how mIoU averages over classes (`workbench.metrics.seg.MIOU_CONVENTIONS`).
 
     Returns:
         {"cls_top1", "det_map50", "seg_miou", "score"}.
@@ -63,4 +70,5 @@ def score_submission(sub_dir: str | Path, data: str | Path) -> dict[str, float]:
     for name, mask in gt.seg.items():
         with Image.open(mask) as im:
             seg_sizes[name] = (im.height, im.width)
-    return score(read_submission(sub_dir, spec, seg_sizes), gt)
+    ids = {im["file_name"]: im["id"] for im in gt.det["images"]}
+    return score(read_submission(sub_dir, spec, seg_sizes, ids), gt, miou=miou)

@@ -18,7 +18,9 @@ from pathlib import Path
 from workbench.data.spec import TASKS, DatasetSpec
 from workbench.ensemble.members import Member, member_tasks
 from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.errors import SubmissionError
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
+from workbench.formats.allinone import IDS_HELP
 from workbench.io import atomic_dir, hash_file, read_json, write_json
 from workbench.metrics.scoring import score, split_ground_truth
 from workbench.predict import PredictConfig, predict_run
@@ -37,6 +39,7 @@ class SubmitConfig:
     format: str = "allinone-json"
     device: str = "auto"
     out_dir: str = str(SUBMISSIONS_DIR)
+    image_ids: str | None = None  # a COCO image list overriding the data set's det.test_info
 
 
 def predict_members(members: list[Member], data: str, split: str, device: str, progress: bool
@@ -59,11 +62,16 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
         The manifest (also written to manifest.json); its "val" holds the val scores of every
         member and of the blend.
     Raises:
-        SubmissionError: the blend failed a check (missing image, unknown class, bad box ...);
-            nothing is written.
+        SubmissionError: the blend failed a check (missing image, unknown class, bad box ...), or
+            the format needs the organisers' test image ids and none were named; nothing is written.
     """
     fmt = get_format(config.format)
     spec = DatasetSpec(config.data)
+    ids = spec.det_test_ids(config.image_ids)
+    ids_file = Path(config.image_ids).resolve() if config.image_ids else spec.det_test_info
+    if fmt.needs_det_image_ids and ids is None:
+        raise SubmissionError(f"{fmt.name} names detection test images by the organisers' integer ids, and "
+                              f"{spec.path} gives none: {IDS_HELP}")
     classes, k_seg = spec.cls_classes, len(spec.seg_classes)
     members = config.ensemble.members()
 
@@ -77,6 +85,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
     test_preds, test_records = predict_members(members, config.data, "test", config.device, progress)
     fused = blend_spec(config.ensemble, test_preds)
     sub = to_submission(fused, classes, k_seg)
+    sub.det_image_ids = ids or {}
     validate_submission(sub, expected={t: spec.test_names(t) for t in TASKS}, cls_num_classes=len(classes),
                         det_category_ids=set(spec.det_category_ids), seg_num_classes=k_seg,
                         image_sizes={"det": fused.sizes["det"], "seg": fused.sizes["seg"]})
@@ -103,9 +112,10 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
             "val": {k: {m: round(v, 6) for m, v in s.items()} for k, s in val_scores.items()},
             "files": {f.name: hash_file(f) for f in [*files, zip_path]},
             "counts": {"cls": len(sub.cls), "det_boxes": len(sub.det), "seg": len(sub.seg)},
+            "det_image_ids": str(ids_file) if ids_file else None,
         }
         if config.format == "allinone-json":
-            # polygons lose pixels: how much mIoU the writer's mask -> polygon -> mask round trip keeps
+            # what the organisers' fill of the written polygons keeps of the masks (1.0: lossless)
             manifest["polygon_roundtrip_miou"] = round(polygon_roundtrip_miou(sub.seg, k_seg), 5)
         write_json(tmp / "manifest.json", manifest)
     return manifest
