@@ -3,28 +3,56 @@
 A view augments a batch of canvases (B, 3, S, S) and undoes itself on what the model returns:
 class scores (unchanged by geometry), boxes (x1, y1, x2, y2 in input pixels) and segmentation
 logits (B, K, h, w). A composed view undoes its parts in reverse order. Views are registered by name
-(`register_view`) so that users can add their own.
+(`register_view`): the TTA spec parser (workbench/tta/spec.py) knows no other names, so a view a
+user registers is usable in a spec like the built-in ones.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-VIEWS: dict[str, Callable[..., "View"]] = {}
+
+@dataclass(frozen=True)
+class ViewEntry:
+    """What the spec item `NAME[=ARGS]` of a registered view does (see workbench/tta/spec.py)."""
+
+    factory: Callable[..., "View"]  # the view from ARGS' numbers: `gain=1.5` -> factory(1.5)
+    tasks: tuple[str, ...]  # the tasks it is valid for; an item without `@` applies to these
+    apply: Callable[[Any, str], Any]  # (TaskTTA, ARGS text) -> the TaskTTA with the item applied
 
 
-def register_view(name: str):
-    """Register a view factory under `name` (used by the TTA spec parser)."""
+VIEWS: dict[str, ViewEntry] = {}
+
+
+def register_view(name: str, tasks: Sequence[str] | None = None, apply: Callable[[Any, str], Any] | None = None):
+    """Register a view factory (usually a View subclass) under `name`, the item name TTA specs use.
+
+    Args:
+        name: lowercase letters (it is also a segment of prediction cache keys).
+        tasks: the tasks the view is valid for; default the factory's `tasks` (View's: cls, det, seg).
+        apply: (TaskTTA, ARGS text) -> TaskTTA, how the item changes a task's augmentation. Default
+            `TaskTTA.add_view`: every view of the task is kept and also followed by factory(*ARGS),
+            ARGS being numbers separated by ':' (as `hflip` adds the mirror of every view).
+    Returns:
+        A decorator that registers the factory and returns it unchanged.
+    """
     def wrap(factory):
-        VIEWS[name] = factory
+        if not re.fullmatch("[a-z]+", name):
+            raise ValueError(f"TTA view name {name!r}: use lowercase letters only (it names cache entries)")
+        if name in VIEWS:
+            raise ValueError(f"a TTA view named {name!r} is already registered")
+        VIEWS[name] = ViewEntry(factory, tuple(tasks or getattr(factory, "tasks", View.tasks)),
+                                apply or (lambda task, args: task.add_view(name, args)))
         return factory
     return wrap
 
 
 def list_views() -> list[str]:
+    """The registered view names, sorted."""
     return sorted(VIEWS)
 
 
@@ -64,7 +92,6 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-@register_view("hflip")
 @dataclass(frozen=True)
 class HFlip(View):
     """Mirror left-right."""
@@ -86,7 +113,6 @@ class HFlip(View):
         return _resize(logits.flip(-1), size)
 
 
-@register_view("scale")
 @dataclass(frozen=True)
 class Scale(View):
     """Resize the input by `factor`, rounded to a multiple of `multiple` (32, the backbone's
@@ -113,7 +139,6 @@ class Scale(View):
         return boxes * torch.tensor([size[1] / w, size[0] / h, size[1] / w, size[0] / h], device=boxes.device)
 
 
-@register_view("fivecrop")
 @dataclass(frozen=True)
 class FiveCrop(View):
     """Classification only: upsample by 1 / `fraction`, take the four corner crops and the centre
