@@ -17,22 +17,24 @@ from pathlib import Path
 import yaml
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
-from workbench.data.spec import TASKS, DatasetSpec
+from workbench.data.spec import DatasetSpec
+from workbench.records.tasks import TASKS
+from workbench.records.cache_meta import CacheMeta
+from workbench.records.tasks import METRIC_COLUMNS
 from workbench.distill import PSEUDO_DIR, DistillConfig, distill
-from workbench.ensemble.members import parse_member
-from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.records.ensemble import EnsembleSpec, parse_member
+from workbench.ensemble.spec import blend_spec, equal_spec
 from workbench.io import read_json
-from workbench.metrics.scoring import score, split_ground_truth
+from workbench.metrics.scoring import score_predictions
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import to_submission
 
-METRICS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
+METRICS = METRIC_COLUMNS
 
 
 def ms_per_image(run: str, data: str, tta: str = "none") -> dict[str, float]:
     """Inference ms per image per task of a run under a TTA spec, from its val cache entry's timings."""
     _, folder, _ = predict_run(PredictConfig(run, data, "val", "cpu", tta=tta), progress=False)
-    return read_json(folder / "meta.json")["ms_per_image"]
+    return CacheMeta.read(folder).ms_per_image
 
 
 def main(argv=None) -> None:
@@ -49,7 +51,7 @@ def main(argv=None) -> None:
     if len(args.teacher) == 1 and args.teacher[0].endswith((".yaml", ".yml")):
         teacher = EnsembleSpec.load(args.teacher[0])
     else:
-        teacher = EnsembleSpec.equal([parse_member(m) for m in args.teacher])
+        teacher = equal_spec([parse_member(m) for m in args.teacher])
     twin_dir = Path(args.runs_dir) / args.twin
     twin_cfg = yaml.safe_load((twin_dir / "config.yaml").read_text())
     fields = {k: v for k, v in twin_cfg.items() if k not in ("data", "name", "runs_dir", "device", "recipe", "tasks")}
@@ -62,10 +64,10 @@ def main(argv=None) -> None:
     pseudo_meta = read_json(Path(args.runs_dir) / PSEUDO_DIR / args.name / "meta.json")
 
     spec = DatasetSpec(args.data)
-    truth = split_ground_truth(spec, "val")
+    truth = spec.ground_truth("val")
     members = teacher.members()
     preds = {m: predict_run(PredictConfig(m.run, args.data, "val", "cpu", tta=m.tta), progress=False)[0] for m in members}
-    teacher_metrics = score(to_submission(blend_spec(teacher, preds), spec.cls_classes, len(spec.seg_classes)), truth)
+    teacher_metrics = score_predictions(blend_spec(teacher, preds), truth)
     teacher_ms = {t: 0.0 for t in TASKS}
     for t in TASKS:  # a member counts for the tasks the teacher uses it for
         for m in dict.fromkeys(teacher.tasks[t].members):
@@ -74,7 +76,7 @@ def main(argv=None) -> None:
     for label, run in ((f"twin: {args.twin} (no pseudo-labels)", args.twin), (f"student: {args.name}", args.name)):
         info = read_json(Path(args.runs_dir) / run / "run.json")
         path = str(Path(args.runs_dir) / run)
-        metrics = score(to_submission(preds_of(path, args.data), spec.cls_classes, len(spec.seg_classes)), truth)
+        metrics = score_predictions(preds_of(path, args.data), truth)
         rows.append((label, metrics, ms_per_image(path, args.data), info.get("wall_time_s")))
 
     def total(ms):

@@ -13,14 +13,15 @@ import numpy as np
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.ensemble.compare import compare_members
-from workbench.ensemble.members import member_predictions, parse_member
+from workbench.records.tasks import TASKS
+from workbench.ensemble.members import member_predictions
+from workbench.records.ensemble import parse_member
 from workbench.ensemble.search import SearchConfig, search_ensemble
 from workbench.data.spec import DatasetSpec
 from workbench.fuse import blend
 from workbench.fuse.det import fuse_boxes
-from workbench.metrics.scoring import score, split_ground_truth
+from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks
-from workbench.predictions import to_submission
 
 
 def wbf_cost(members, data: str) -> tuple[float, float]:
@@ -37,17 +38,16 @@ def wbf_cost(members, data: str) -> tuple[float, float]:
 def fusion_vs_scoring(members, data: str) -> dict[str, float]:
     """Seconds to fuse all members' val predictions (per task) and to score the fused result."""
     spec = DatasetSpec(data)
-    truth = split_ground_truth(spec, "val")
+    truth = spec.ground_truth("val")
     preds = member_predictions(members, data, "val", "cpu")
     out = {}
     parts = {}
-    for task in ("cls", "det", "seg"):
+    for task in TASKS:
         t0 = time.perf_counter()
         parts[task] = blend(preds, tasks=(task,))
         out[f"fuse_{task}_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    score(to_submission(merge_tasks(parts["cls"], parts["det"], parts["seg"]), spec.cls_classes,
-                        len(spec.seg_classes)), truth)
+    score_predictions(merge_tasks(parts["cls"], parts["det"], parts["seg"]), truth)
     out["score_s"] = time.perf_counter() - t0
     return out
 

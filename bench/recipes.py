@@ -19,11 +19,12 @@ import torch
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.loaders import collate_det
+from workbench.records.tasks import METRIC_COLUMNS, TASKS
 from workbench.errors import RunError
 from workbench.train.streams import make_batch
 from workbench.train.trainer import DEFAULT_BATCH, Trainer, TrainConfig, train
 
-METRICS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU")]
+METRICS = METRIC_COLUMNS[:3]  # the task metrics, without the score
 
 
 def run_or_reuse(config: TrainConfig) -> dict:
@@ -52,7 +53,7 @@ def step_cost(config: TrainConfig, run_dir: Path, steps: int = 6, warmup: int = 
     joint = (time.perf_counter() - t0) / steps
 
     batches = []
-    for task in ("cls", "det", "seg"):
+    for task in TASKS:
         batch = make_batch(trainer.train_sets[task], trainer.streams[task].next(), collate_det if task == "det" else None)
         batches.append(batch[0].float().div(255).to(trainer.device))
 
@@ -106,7 +107,7 @@ def main(argv=None) -> None:
                 epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, img_size=sizes, runs_dir=args.runs_dir)
     t_all = time.time()
     runs: list[tuple[str, str, dict]] = []
-    for task in ("cls", "det", "seg"):
+    for task in TASKS:
         runs.append((f"single {task}", f"`wb train single --task {task}`",
                      run_or_reuse(TrainConfig(**base, recipe="single", tasks=(task,), name=f"{args.prefix}-single-{task}"))))
     variants = [("joint, equal weights", "equal", "`wb train joint`", {}),
@@ -125,7 +126,7 @@ def main(argv=None) -> None:
                      Path(args.runs_dir) / f"{args.prefix}-stepcost")
 
     singles = {r[2]["tasks"][0]: r[2]["best"] for r in runs if r[0].startswith("single")}
-    combined = {k: singles[t][k] for t, (k, _) in zip(("cls", "det", "seg"), METRICS)}
+    combined = {k: singles[t][k] for t, (k, _) in zip(TASKS, METRICS)}
     combined["score"] = sum(combined.values()) / 3
     table = ["| recipe | how | Top-1 | mAP50 | mIoU | score | train s |", "|---|---|---|---|---|---|---|"]
     for label, how, info in runs:

@@ -31,19 +31,19 @@ from _common import header  # noqa: E402  (bench/ is the script folder)
 from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
-from workbench.data.spec import TASKS, DatasetSpec
-from workbench.ensemble.members import parse_member
-from workbench.ensemble.spec import EnsembleSpec
+from workbench.data.spec import DatasetSpec
+from workbench.records.tasks import TASKS
+from workbench.records.tasks import METRIC_COLUMNS
+from workbench.records.ensemble import EnsembleSpec, parse_member
 from workbench.io import read_json, write_json
 from workbench.metrics.det import map50
-from workbench.metrics.scoring import split_ground_truth
 from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import to_submission
+from workbench.records.predictions import to_submission
 from workbench.train.trainer import TrainConfig
 
-METRICS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
+METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
 COMMAND_FILE = "bench_command.txt"
 
@@ -127,7 +127,7 @@ def scoring_cost(data: str, run: str, n_images: int = 1000) -> float:
     """Seconds of one pycocotools mAP50 over `n_images` images: the val det ground truth and a run's
     val boxes tiled (new image ids) up to that count."""
     spec = DatasetSpec(data)
-    gt = split_ground_truth(spec, "val", tasks=("det",)).det
+    gt = spec.ground_truth("val", tasks=("det",)).det
     preds, _, _ = predict_run(PredictConfig(run, data, "val", "cpu"), progress=False)
     sub = to_submission(preds, spec.cls_classes, len(spec.seg_classes))
     ids = {im["file_name"]: im["id"] for im in gt["images"]}

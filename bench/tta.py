@@ -15,9 +15,9 @@ from pathlib import Path
 
 from _common import commit, machine  # noqa: E402  (bench/ is the script folder)
 from workbench.predict import PredictConfig, compare_tta, predict_run
+from workbench.records.cache_meta import CacheMeta
+from workbench.records.tasks import METRICS, TASKS
 
-TASKS = ("cls", "det", "seg")
-METRICS = {"cls": "cls_top1", "det": "det_map50", "seg": "seg_miou"}
 DEFAULT_SPECS = ["none", "hflip", "scales=0.75:1:1.25", "hflip@det+seg,scales=1:1.25", "tencrop",
                  "hflip@det+seg,scales=1:1.25,fivecrop"]
 
@@ -49,12 +49,12 @@ def run_spec(run: str, data: str, spec: str) -> dict:
     rows = compare_tta(config, progress=False)
     compare_s = time.perf_counter() - t0
     _, folder, _ = predict_run(config, progress=False)
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = CacheMeta.read(folder)
     fused = next((m for label, m in rows if label.startswith("fused")), None)
     identity = dict(rows).get("id", {})
     final = {t: (fused or {}).get(METRICS[t], identity.get(METRICS[t])) for t in TASKS}
-    return {"spec": spec, "key": meta["tta"], "rows": rows, "final": final, "ms": meta["ms_per_image"],
-            "compare_s": compare_s, "disk": entry_sizes(folder, len(meta["images"]["seg"])), "views": meta["views"]}
+    return {"spec": spec, "key": meta.tta, "rows": rows, "final": final, "ms": meta.ms_per_image,
+            "compare_s": compare_s, "disk": entry_sizes(folder, len(meta.images["seg"])), "views": meta.views}
 
 
 def findings(results: list[dict]) -> list[str]:

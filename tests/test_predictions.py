@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from workbench.predictions import DetBoxes, Predictions, reduced_size, seg_logits_to_mask, to_submission
+from workbench.records.predictions import DetBoxes, Predictions, reduced_size, seg_logits_to_mask, to_submission
 
 
 def make_predictions() -> Predictions:

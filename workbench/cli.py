@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 
 from workbench.errors import WorkbenchError, WorkbenchWarning
+from workbench.records.tasks import METRIC_COLUMNS, TASKS
 
-TASKS = ("cls", "det", "seg")
-METRIC_COLUMNS = [("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score")]
 
 
 def parse_per_task(value: str | None, default: dict[str, int], option: str) -> dict[str, int]:
@@ -250,13 +249,13 @@ def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_thresh
                 pseudo_weight, allow_test, **kw):
     """Distil TEACHER (ENSEMBLE.yaml or MEMBER ...) into one student run, via pseudo-labels on unlabelled images."""
     from workbench.distill import DistillConfig, distill
-    from workbench.ensemble.members import parse_member
-    from workbench.ensemble.spec import EnsembleSpec
+    from workbench.ensemble.spec import equal_spec
+    from workbench.records.ensemble import EnsembleSpec, parse_member
     from workbench.train.trainer import DEFAULT_BATCH, DEFAULT_SIZES
     if len(teacher) == 1 and teacher[0].endswith((".yaml", ".yml")):
         spec = EnsembleSpec.load(teacher[0])
     else:
-        spec = EnsembleSpec.equal([parse_member(m) for m in teacher])
+        spec = equal_spec([parse_member(m) for m in teacher])
     data_path, name, overwrite, device = kw.pop("data_path"), kw.pop("name"), kw.pop("overwrite"), kw.pop("device")
     train_fields = dict(backbone=student, pretrained=pretrained, **parse_norm(norm), temperature=temperature,
                         pseudo_weight=pseudo_weight, seg_confidence=seg_confidence,
@@ -286,9 +285,8 @@ def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_thresh
 def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
     """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints val metrics."""
     from workbench.data.spec import DatasetSpec
-    from workbench.metrics.scoring import score, split_ground_truth
+    from workbench.metrics.scoring import score_predictions
     from workbench.predict import PredictConfig, compare_tta as compare, predict_run
-    from workbench.predictions import to_submission
     config = PredictConfig(run, data_path, split, device, batch_size, tta)
     if compare_tta:
         rows = compare(config)
@@ -302,8 +300,7 @@ def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
     if split == "val":
         from workbench.runs import open_run
         spec = DatasetSpec(data_path)
-        metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"),
-                        tasks=open_run(run).tasks)
+        metrics = score_predictions(preds, spec.ground_truth("val"), tasks=open_run(run).tasks)
         click.echo(format_table([(Path(run).name, metrics)], "val"))
 
 
@@ -329,8 +326,7 @@ def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, devic
     intervals of the difference from the best member; save a CSV and a bar chart."""
     from datetime import datetime
     from workbench.ensemble.compare import compare_members
-    from workbench.ensemble.members import parse_member
-    from workbench.ensemble.spec import EnsembleSpec
+    from workbench.records.ensemble import EnsembleSpec, parse_member
     out_dir = Path(out_dir or f"ensembles/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     specs = {Path(f).stem: EnsembleSpec.load(f) for f in spec_files}
     result = compare_members([parse_member(m) for m in members], data_path, split, n_boot, seed, device, out_dir,
@@ -349,7 +345,7 @@ def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, devic
 @click.option("--device", default="auto", show_default=True)
 def ensemble_search_cmd(members, data_path, out, rounds, seed, no_fusion_search, device):
     """Choose per-task members, weights and box fusion on val; write an ensemble spec."""
-    from workbench.ensemble.members import parse_member
+    from workbench.records.ensemble import parse_member
     from workbench.ensemble.search import SearchConfig, search_ensemble
     spec = search_ensemble(SearchConfig(tuple(parse_member(m) for m in members), data_path, "val", rounds, seed,
                                         not no_fusion_search, device), progress=True)
@@ -381,9 +377,8 @@ def ensemble_search_cmd(members, data_path, out, rounds, seed, no_fusion_search,
 @click.option("--device", default="auto", show_default=True)
 def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_ids, device):
     """Blend MEMBERS (RUN or RUN@TTA, or one ENSEMBLE.yaml) and write submissions/<name>/."""
-    from workbench.ensemble.members import parse_member
-    from workbench.ensemble.spec import EnsembleSpec
-    from workbench.fuse import FusionConfig
+    from workbench.ensemble.spec import equal_spec
+    from workbench.records.ensemble import EnsembleSpec, FusionConfig, parse_member
     from workbench.submit import SubmitConfig, submit
     if len(members) == 1 and members[0].endswith((".yaml", ".yml")):
         spec = EnsembleSpec.load(members[0])
@@ -396,7 +391,7 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
         parsed = [parse_member(m) for m in members]
         if w is not None and len(w) != len(parsed):
             raise click.BadParameter(f"{len(w)} weights for {len(parsed)} members", param_hint="--weights")
-        spec = EnsembleSpec.equal(parsed, w, FusionConfig(fusion, iou_thr))
+        spec = equal_spec(parsed, w, FusionConfig(fusion, iou_thr))
         name = name or "+".join(m.label.replace("@", "_") for m in parsed)
     manifest = submit(SubmitConfig(spec, data_path, name, fmt, device, image_ids=image_ids))
     click.echo(format_table(list(manifest["val"].items()), "val"))

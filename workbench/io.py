@@ -1,4 +1,4 @@
-"""Atomic file writing: everything under runs/ and submissions/ goes through here."""
+"""Files on the ground floor: atomic writes (everything under runs/ and submissions/ goes through here), JSON and YAML, hashes, masks."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import yaml
+from PIL import Image
+
+from workbench.errors import DataError
 
 
 @contextmanager
@@ -86,3 +90,18 @@ def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Read a single-channel PNG mask of class indices as (H, W) uint8."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P"):
+                raise DataError(path, f"mask must be single-channel (mode L or P), got mode {im.mode}")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise DataError(path, "mask not found") from None
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(path, f"cannot read mask ({type(e).__name__}: {e})") from None

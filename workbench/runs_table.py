@@ -12,9 +12,10 @@ import click
 import pandas as pd
 
 from workbench.errors import RunError
+from workbench.records.tasks import METRICS as METRIC_KEYS, SCORE
 from workbench.io import read_json
 
-METRICS = ("cls_top1", "det_map50", "seg_miou", "score")
+METRICS = (*METRIC_KEYS.values(), SCORE)  # the columns of run.json's "best"
 COLUMNS = ("run", "kind", "parents", "backbone", "status", *METRICS, "wall_time_s", "created")
 
 

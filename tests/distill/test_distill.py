@@ -14,8 +14,8 @@ import torch
 from workbench.data.pseudo import SoftClsDataset, letterbox_soft
 from workbench.data.spec import DatasetSpec
 from workbench.distill import DistillConfig, DistillError, distill, f1_threshold, guard_against_test
-from workbench.ensemble.members import Member
-from workbench.ensemble.spec import EnsembleSpec
+from workbench.records.ensemble import Member
+from workbench.ensemble.spec import equal_spec
 from workbench.models.losses import soft_cls_loss, soft_seg_loss
 
 from tests.conftest import TINY_BATCH, TINY_SIZES
@@ -85,7 +85,7 @@ def test_guard_refuses_a_renamed_copy_of_a_test_image(tiny_data, tmp_path):
 
 
 def test_distil_on_tiny_data(tiny_data, tiny_run, tmp_path):
-    config = DistillConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(tiny_data), "student",
+    config = DistillConfig(equal_spec([Member(str(tiny_run))]), str(tiny_data), "student",
                            route={"cls": "crop_*", "det": "scene_*", "seg": "scene_*"}, device="cpu", seg_confidence=0.05,
                            runs_dir=str(tmp_path),
                            train=dict(backbone="resnet10t", epochs=1, steps_per_epoch=2, img_size=dict(TINY_SIZES),

@@ -7,11 +7,11 @@ import pytest
 
 from workbench.data.spec import DatasetSpec
 from workbench.ensemble.compare import CompareResult, CompareRow, compare_members, unique_labels
-from workbench.ensemble.members import Member, member_predictions
+from workbench.ensemble.members import member_predictions
+from workbench.records.ensemble import Member
 from workbench.errors import WorkbenchError
 from workbench.fuse import blend
-from workbench.metrics.scoring import score, split_ground_truth
-from workbench.predictions import to_submission
+from workbench.metrics.scoring import score_predictions
 
 METRICS = ("cls_top1", "det_map50", "seg_miou", "score")
 
@@ -24,10 +24,10 @@ def test_compare_on_tiny_data(tiny_run, tiny_data, tmp_path):
 
     # every row is exactly what the scorer says of its hard predictions
     spec = DatasetSpec(tiny_data)
-    truth = split_ground_truth(spec, "val")
+    truth = spec.ground_truth("val")
     preds = member_predictions(members, str(tiny_data), "val", "cpu")
     for row, p in zip(result.rows, preds + [blend(preds)]):
-        assert row.metrics == score(to_submission(p, spec.cls_classes, len(spec.seg_classes)), truth), row.label
+        assert row.metrics == score_predictions(p, truth), row.label
 
     best = result.row(result.best)
     assert result.best == max(result.rows[:2], key=lambda r: r.metrics["score"]).label
@@ -81,9 +81,9 @@ def test_unique_labels():
 
 
 def test_a_spec_row_is_scored_like_the_blend_it_describes(tiny_run, tiny_data):
-    from workbench.ensemble.spec import EnsembleSpec
+    from workbench.ensemble.spec import equal_spec
     members = [Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")]
-    only_first = EnsembleSpec.equal(members[:1])
+    only_first = equal_spec(members[:1])
     result = compare_members(members, str(tiny_data), n_boot=5, device="cpu", specs={"searched": only_first})
     assert [r.label for r in result.rows][-1] == "searched"
     assert result.row("searched").metrics == result.row(tiny_run.name).metrics  # one member, weight 1: itself

@@ -8,9 +8,10 @@ import math
 import pytest
 
 from workbench.ensemble.compare import compare_members
-from workbench.ensemble.members import Member, member_tasks, serving
+from workbench.ensemble.members import member_tasks, serving
+from workbench.records.ensemble import Member
 from workbench.ensemble.search import SearchConfig, search_ensemble
-from workbench.ensemble.spec import EnsembleSpec
+from workbench.ensemble.spec import equal_spec
 from workbench.errors import WorkbenchError
 from workbench.predict import PredictConfig, predict_run
 from workbench.train.trainer import train
@@ -35,7 +36,7 @@ def test_serving_and_equal_blend_leave_partial_members_out_of_other_tasks(det_ru
     members = [Member(str(tiny_run)), Member(str(det_run))]
     assert member_tasks(members[1]) == ("det",)
     assert serving(members, "det") == [0, 1] and serving(members, "seg") == [0]
-    spec = EnsembleSpec.equal(members)
+    spec = equal_spec(members)
     assert [len(spec.tasks[t].members) for t in ("cls", "det", "seg")] == [1, 2, 1]
     with pytest.raises(WorkbenchError, match="no member serves cls"):
         serving([Member(str(det_run))], "cls")

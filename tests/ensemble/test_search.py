@@ -4,12 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.ensemble.members import Member, parse_member
+from workbench.records.ensemble import EnsembleSpec, FusionConfig, Member, TaskBlend, parse_member
 from workbench.ensemble.search import SearchConfig, TaskScorer, greedy_selection, search_ensemble, split_halves
-from workbench.ensemble.spec import EnsembleSpec, TaskBlend
-from workbench.fuse import FusionConfig
 from workbench.metrics.scoring import GroundTruth
-from workbench.predictions import Predictions
+from workbench.records.predictions import Predictions
 
 
 def test_greedy_selection_finds_a_planted_weighting():

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from workbench.formats import Submission
+from workbench.records import Submission
 
 
 def make_scene(height: int = 96, width: int = 128, seed: int = 0) -> np.ndarray:

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.formats import Submission, SubmissionFormat, get_format, list_formats, register_format
+from workbench.formats import SubmissionFormat, get_format, list_formats, register_format
+from workbench.records import Submission
 from workbench.formats import base
 
 

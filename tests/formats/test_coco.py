@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from workbench.errors import DataError, SubmissionError, WorkbenchError
-from workbench.formats import Submission, get_format
+from workbench.formats import get_format
+from workbench.records import Submission
 
 
 def test_roundtrip_is_exact(tmp_path, submission):

@@ -9,17 +9,19 @@ import pytest
 from tests.conftest import TRAFFIC
 from tests.formats import organisers_eval
 from tests.score.test_score import truth_submission
-from workbench.data.spec import DatasetSpec, read_coco, read_mask
-from workbench.ensemble.members import Member
-from workbench.ensemble.spec import EnsembleSpec
-from workbench.formats import Submission, get_format
-from workbench.metrics.scoring import score, split_ground_truth
+from workbench.data.spec import DatasetSpec, read_coco
+from workbench.io import read_mask
+from workbench.records.ensemble import Member
+from workbench.ensemble.spec import equal_spec
+from workbench.formats import get_format
+from workbench.records import Submission
+from workbench.metrics.scoring import score
 from workbench.score import score_submission
 from workbench.submit import SubmitConfig, submit
 
 
 def test_port_scores_a_written_submission_as_wb_score(tiny_run, tiny_data, tmp_path):
-    spec = EnsembleSpec.equal([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")])
+    spec = equal_spec([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")])
     submit(SubmitConfig(spec, str(tiny_data), "blend", device="cpu", out_dir=str(tmp_path)), progress=False)
     ours = score_submission(tmp_path / "blend", tiny_data, miou="organisers")
     theirs = organisers_eval.score_like_organisers(tmp_path / "blend", tiny_data, tmp_path / "port")
@@ -79,7 +81,7 @@ def test_port_agrees_on_real_labels(tmp_path):
     back = fmt.read(tmp_path, seg_sizes=seg_sizes, det_image_ids=sub.det_image_ids)
     assert back == Submission(cls=cls, det=back.det, seg=seg, det_image_ids=sub.det_image_ids,
                               seg_num_classes=back.seg_num_classes)  # masks back pixel for pixel
-    ours = score(back, split_ground_truth(spec, "val"), miou="organisers")
+    ours = score(back, spec.ground_truth("val"), miou="organisers")
 
     cls_gt = organisers_eval.write_cls_truth({s.name: s.label for s in spec.cls_samples("val")}, tmp_path / "cls.txt")
     det_gt = spec.root / spec.raw["det"]["val"]["annotations"]

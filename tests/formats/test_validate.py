@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from workbench.errors import SubmissionError
-from workbench.formats import Submission, validate_submission
+from workbench.formats import validate_submission
+from workbench.records import Submission
 
 SIZES = {"det": {"d1.jpg": (100, 200), "d2.jpg": (100, 200)}, "seg": {"s1.png": (4, 6), "s2.png": (4, 6)}}
 EXPECTED = {"cls": ["c1.jpg", "c2.jpg"], "det": ["d1.jpg", "d2.jpg"], "seg": ["s1.png", "s2.png"]}

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.fuse import FusionConfig, blend
+from workbench.fuse import blend
+from workbench.records.ensemble import FusionConfig
 from workbench.fuse.seg import softmax
-from workbench.predictions import DetBoxes, Predictions
+from workbench.records.predictions import DetBoxes, Predictions
 
 
 def member(p_cls, box, score, seg):

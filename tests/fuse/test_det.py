@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from workbench.fuse.det import fuse_boxes, list_fusions, sanitise
-from workbench.predictions import DetBoxes
+from workbench.records.predictions import DetBoxes
 
 BOX_A = [0.10, 0.10, 0.50, 0.50]
 BOX_B = [0.12, 0.14, 0.52, 0.50]

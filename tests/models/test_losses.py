@@ -6,7 +6,7 @@ import torch
 
 from workbench.models.losses import (cls_loss, decode_detections, det_loss, encode_det_targets,
                                      focal_heatmap_loss, seg_loss)
-from workbench.models.model import DET_STRIDE
+from workbench.records.tasks import DET_STRIDE
 
 S = DET_STRIDE  # 4 input pixels per output cell
 

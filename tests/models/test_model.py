@@ -4,7 +4,8 @@ import torch
 
 from workbench.errors import RunError
 from workbench.models.losses import cls_loss, det_loss, seg_loss
-from workbench.models.model import DET_STRIDE, ModelConfig, MultiTaskModel
+from workbench.models.model import ModelConfig, MultiTaskModel
+from workbench.records.tasks import DET_STRIDE
 
 BACKBONES = ["resnet10t", "convnext_atto", "efficientnet_lite0", "mobilenetv3_small_050"]
 B, H, W = 2, 64, 96  # non-square, multiples of 32

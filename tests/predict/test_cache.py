@@ -10,9 +10,10 @@ from safetensors.torch import load_file, save_file
 
 import workbench.predict as predict_stage
 from workbench.data.spec import DatasetSpec
-from workbench.metrics.scoring import score, split_ground_truth
+from workbench.errors import DataError
+from workbench.metrics.scoring import score_predictions
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import to_submission
+from workbench.records.cache_meta import CACHE_VERSION, CacheMeta
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def test_cached_val_scores_equal_the_runs_validation(run_copy, tiny_data):
     """Training's validation and `wb predict` share one code path: the same numbers."""
     preds, _, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
     spec = DatasetSpec(tiny_data)
-    metrics = score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"))
+    metrics = score_predictions(preds, spec.ground_truth("val"))
     best = json.loads((run_copy / "run.json").read_text())["best"]
     for key in ("cls_top1", "det_map50", "seg_miou", "score"):
         assert metrics[key] == pytest.approx(best[key], abs=1e-4), key
@@ -125,7 +126,18 @@ def test_compare_tta_rows(run_copy, tiny_data):
 def test_entry_of_another_cache_version_is_rebuilt(run_copy, tiny_data):
     _, folder, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
     meta = json.loads((folder / "meta.json").read_text())
-    meta["cache_version"] = predict_stage.CACHE_VERSION - 1
+    meta["cache_version"] = CACHE_VERSION - 1
     (folder / "meta.json").write_text(json.dumps(meta))
     _, _, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
     assert not reused
+
+
+def test_entry_with_a_truncated_meta_is_rebuilt(run_copy, tiny_data):
+    _, folder, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    text = (folder / "meta.json").read_text()
+    (folder / "meta.json").write_text(text[: len(text) // 2])
+    with pytest.raises(DataError, match="meta.json: not valid JSON"):
+        CacheMeta.read(folder)
+    _, _, reused = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
+    assert not reused
+    assert CacheMeta.read(folder).cache_version == CACHE_VERSION

@@ -12,17 +12,17 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from workbench.data.spec import DatasetSpec, read_mask
-from workbench.ensemble.members import Member, parse_member
-from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.data.spec import DatasetSpec
+from workbench.io import read_mask
+from workbench.records.ensemble import FusionConfig, Member, parse_member
+from workbench.ensemble.spec import blend_spec, equal_spec
 from workbench.errors import WorkbenchError
-from workbench.formats.base import Submission
-from workbench.fuse import FusionConfig
+from workbench.records import Submission
 from workbench.metrics.det import ap50_per_category
-from workbench.metrics.scoring import GroundTruth, score, split_ground_truth
+from workbench.metrics.scoring import score_predictions
 from workbench.metrics.seg import SegEvaluator
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import to_submission
+from workbench.records import GroundTruth, to_submission
 from workbench.report import (
     ReportConfig,
     build_report,
@@ -115,7 +115,7 @@ def val_predictions(member: Member, data: Path):
 
 def expected_scores(preds, data: Path, tasks=("cls", "det", "seg")) -> dict:
     spec = DatasetSpec(data)
-    return score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), split_ground_truth(spec, "val"),
+    return score_predictions(preds, spec.ground_truth("val"),
                  tasks=tasks)
 
 
@@ -187,7 +187,7 @@ def test_run_report_has_every_section_and_the_asked_samples(run_page, tiny_run, 
 def test_run_report_tables_match_the_metric_functions(run_page, tiny_run, tiny_data):
     spec = DatasetSpec(tiny_data)
     sub = to_submission(val_predictions(Member(str(tiny_run)), tiny_data), spec.cls_classes, len(spec.seg_classes))
-    gt = split_ground_truth(spec, "val")
+    gt = spec.ground_truth("val")
     ids = {im["file_name"]: im["id"] for im in gt.det["images"]}
     ap = ap50_per_category(gt.det, [{**d, "image_id": ids[d["image"]]} for d in sub.det])
     table = {int(r["attrs"]["data-category"]): r["cells"][1]["value"] for r in run_page.tables["ap-table"]}
@@ -209,7 +209,7 @@ def test_run_report_tables_match_the_metric_functions(run_page, tiny_run, tiny_d
 # -- an ensemble spec ------------------------------------------------------------------------
 def test_ensemble_report_has_each_member_then_the_blend(tiny_run, det_run, tiny_data, tmp_path):
     members = [parse_member(str(tiny_run)), parse_member(str(det_run))]
-    spec = EnsembleSpec.equal(members)
+    spec = equal_spec(members)
     spec_path = tmp_path / "ensembles" / "pair.yaml"
     spec.save(spec_path)
     out = build_report(ReportConfig(str(spec_path), str(tiny_data), samples=1, device="cpu"))
@@ -228,7 +228,7 @@ def test_ensemble_report_has_each_member_then_the_blend(tiny_run, det_run, tiny_
 
 # -- a submission folder ---------------------------------------------------------------------
 def test_submission_report_rebuilds_the_blend_and_adds_the_test_score(tiny_run, tiny_data, tmp_path):
-    spec = EnsembleSpec.equal([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")], (1.0, 3.0),
+    spec = equal_spec([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")], (1.0, 3.0),
                               FusionConfig("wbf", 0.55))
     manifest = submit(SubmitConfig(spec, str(tiny_data), "pair", device="cpu", out_dir=str(tmp_path)), progress=False)
     folder = tmp_path / "pair"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench.data.spec import DatasetSpec, read_mask
-from workbench.formats import Submission, get_format
+from workbench.data.spec import DatasetSpec
+from workbench.io import read_mask
+from workbench.formats import get_format
+from workbench.records import Submission
 from workbench.score import detect_format, score_submission
 
 

@@ -9,10 +9,9 @@ import pytest
 import yaml
 
 import workbench.submit as submit_stage
-from workbench.ensemble.members import Member
-from workbench.ensemble.spec import EnsembleSpec
+from workbench.records.ensemble import FusionConfig, Member
+from workbench.ensemble.spec import equal_spec
 from workbench.errors import DataError, SubmissionError
-from workbench.fuse import FusionConfig
 from workbench.score import score_submission
 from workbench.submit import SubmitConfig, submit
 
@@ -20,7 +19,7 @@ from workbench.submit import SubmitConfig, submit
 @pytest.mark.parametrize("fmt, files", [("allinone-json", {"submission.json"}),
                                         ("coco", {"cls.csv", "det.json", "seg.json"})])
 def test_blend_submission_is_written_and_scored(tiny_run, tiny_data, tmp_path, fmt, files):
-    spec = EnsembleSpec.equal([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")], (1.0, 3.0),
+    spec = equal_spec([Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")], (1.0, 3.0),
                               FusionConfig("wbf", 0.55))
     config = SubmitConfig(spec, str(tiny_data), "blend", fmt, device="cpu", out_dir=str(tmp_path))
     manifest = submit(config, progress=False)
@@ -57,7 +56,7 @@ def test_refuses_and_writes_nothing_when_an_image_is_missing(tiny_run, tiny_data
         return sub
 
     monkeypatch.setattr(submit_stage, "to_submission", drop_one)
-    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(tiny_data), "bad", device="cpu",
+    config = SubmitConfig(equal_spec([Member(str(tiny_run))]), str(tiny_data), "bad", device="cpu",
                           out_dir=str(tmp_path))
     with pytest.raises(SubmissionError, match="sign_"):
         submit(config, progress=False)
@@ -74,7 +73,7 @@ def test_refuses_unknown_class_id(tiny_run, tiny_data, tmp_path, monkeypatch):
         return sub
 
     monkeypatch.setattr(submit_stage, "to_submission", bad_label)
-    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(tiny_data), "bad", device="cpu",
+    config = SubmitConfig(equal_spec([Member(str(tiny_run))]), str(tiny_data), "bad", device="cpu",
                           out_dir=str(tmp_path))
     with pytest.raises(SubmissionError, match="99"):
         submit(config, progress=False)
@@ -93,7 +92,7 @@ def without_test_info(tiny_data, root):
 def test_allinone_json_without_image_ids_is_refused_before_predicting(tiny_run, tiny_data, tmp_path, monkeypatch):
     data = without_test_info(tiny_data, tmp_path / "data")
     monkeypatch.setattr(submit_stage, "predict_members", lambda *a, **k: pytest.fail("predicted before refusing"))
-    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(data), "x", device="cpu",
+    config = SubmitConfig(equal_spec([Member(str(tiny_run))]), str(data), "x", device="cpu",
                           out_dir=str(tmp_path / "subs"))
     with pytest.raises(SubmissionError, match=r"integer ids.*test_info.*--image-ids"):
         submit(config, progress=False)
@@ -105,7 +104,7 @@ def test_image_ids_override(tiny_run, tiny_data, tmp_path):
     listed = json.loads((tiny_data.parent / "test" / "det_info.json").read_text())["images"]
     shifted = {"images": [{**im, "id": im["id"] + 1000} for im in listed]}
     (tmp_path / "ids.json").write_text(json.dumps(shifted))
-    config = SubmitConfig(EnsembleSpec.equal([Member(str(tiny_run))]), str(data), "x", device="cpu",
+    config = SubmitConfig(equal_spec([Member(str(tiny_run))]), str(data), "x", device="cpu",
                           out_dir=str(tmp_path / "subs"), image_ids=str(tmp_path / "ids.json"))
     manifest = submit(config, progress=False)
     assert manifest["det_image_ids"] == str(tmp_path / "ids.json")

@@ -20,8 +20,8 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from workbench.errors import RunError
+from workbench.records.tasks import TASKS
 
-TASKS = ("cls", "det", "seg")
 FILL = 114  # grey of the canvas uncovered by a zoom-out or shift (the letterbox colour)
 MIN_BOX_SIDE = 2.0  # px: a box thinner than this after clipping is dropped
 MIN_BOX_VISIBLE = 0.25  # a box keeping less of its area than this after clipping is dropped

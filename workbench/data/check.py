@@ -25,7 +25,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from workbench.data.spec import IMAGE_SUFFIXES, TASKS, read_coco, read_mask
+from workbench.data.spec import IMAGE_SUFFIXES, read_coco
+from workbench.records.tasks import TASKS
+from workbench.io import read_mask
 from workbench.errors import DataError
 
 SPLITS = ("train", "val", "test")

@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from workbench.data.augment import DEFAULT_AUGMENT, Augment, augment_cls, augment_det, augment_seg
-from workbench.data.spec import ClsSample, DetSample, SegSample, read_image, read_mask
+from workbench.data.spec import ClsSample, DetSample, SegSample, read_image
+from workbench.io import read_mask
 from workbench.errors import DataError
 from workbench.data.transforms import letterbox_image, letterbox_mask, resize_square, xywh_to_xyxy
 

@@ -22,7 +22,7 @@ from workbench.data.loaders import ClsDataset, DetDataset, SegDataset
 from workbench.data.spec import DatasetSpec
 from workbench.data.transforms import Letterbox
 from workbench.errors import DataError
-from workbench.models.model import DET_STRIDE
+from workbench.records.tasks import DET_STRIDE
 
 SEG_AUGMENT = Augment(colour=0.2)
 

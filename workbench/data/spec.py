@@ -18,8 +18,8 @@ import yaml
 from PIL import Image
 
 from workbench.errors import DataError
-
-TASKS = ("cls", "det", "seg")
+from workbench.records.ground_truth import GroundTruth
+from workbench.records.tasks import TASKS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm")
 
 
@@ -83,21 +83,6 @@ def read_image(path: Path) -> Image.Image:
         raise DataError(path, "image not found") from None
     except Exception as e:  # PIL raises several types for truncated or corrupt files
         raise DataError(path, f"cannot read image ({type(e).__name__}: {e})") from None
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Read a single-channel PNG mask of class indices as (H, W) uint8."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P"):
-                raise DataError(path, f"mask must be single-channel (mode L or P), got mode {im.mode}")
-            return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise DataError(path, "mask not found") from None
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(path, f"cannot read mask ({type(e).__name__}: {e})") from None
 
 
 def read_classes(path: Path) -> list[str]:
@@ -326,6 +311,23 @@ class DatasetSpec:
         patterns = [p for p in self.route.get(task, "").split("|") if p]
         return [p for p in images if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
 
+    def ground_truth(self, split: str, tasks=TASKS) -> GroundTruth:
+        """Labels of a labelled split (train or val), as scoring reads them.
+
+        Raises:
+            DataError: asked for the test split, whose labels only the score stage reads.
+        """
+        if split == "test":
+            raise DataError(self.path, "the test split has no labels here; only `wb score` reads the sealed truth")
+        gt = GroundTruth(seg_num_classes=len(self.seg_classes), ignore_index=self.ignore_index)
+        if "cls" in tasks:
+            gt.cls = {s.name: s.label for s in self.cls_samples(split)}
+        if "det" in tasks:
+            gt.det = samples_to_coco(self.det_samples(split), self.det_categories)
+        if "seg" in tasks:
+            gt.seg = {s.name: s.mask for s in self.seg_samples(split)}
+        return gt
+
     # -- sealed truth (scoring only) ---------------------------------------------------------
     def _truth(self, task: str) -> Path:
         truth = self.raw.get("truth") or {}
@@ -388,3 +390,14 @@ def coco_to_samples(coco: dict, images_dir: Path, ann_path: Path, category_ids: 
                 raise DataError(ann_path, f"annotation {a.get('id')} of {name}: unknown category_id {a['category_id']}")
         samples.append(DetSample(images_dir / name, w, h, boxes, labels, int(im["id"])))
     return samples
+
+
+def samples_to_coco(samples: list[DetSample], categories: list[dict]) -> dict:
+    """COCO ground-truth dict of DetSamples (ids renumbered from 1)."""
+    images, annotations = [], []
+    for i, s in enumerate(samples, start=1):
+        images.append({"id": i, "file_name": s.name, "width": s.width, "height": s.height})
+        for box, lab in zip(s.boxes.tolist(), s.labels.tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(lab),
+                                "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": categories}

@@ -27,15 +27,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workbench.data.spec import TASKS, DatasetSpec, list_images
+from workbench.data.spec import DatasetSpec, list_images
+from workbench.records.tasks import TASKS
 from workbench.ensemble.members import member_tasks
-from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.ensemble.spec import blend_spec
+from workbench.records.ensemble import EnsembleSpec
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_dir, hash_file, write_json, write_yaml
 from workbench.metrics.det import evaluate_detections
-from workbench.metrics.scoring import split_ground_truth
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import Predictions, seg_logits_to_mask, to_submission
+from workbench.records import Predictions, seg_logits_to_mask, to_submission
 from workbench.runs import RUNS_DIR
 
 PSEUDO_DIR = "pseudo"
@@ -253,7 +254,7 @@ def distill(config: DistillConfig, progress: bool = True) -> tuple[Path, Path]:
     threshold, f1 = config.det_threshold, None
     if threshold is None:
         val = teacher_predictions(config, "val")
-        truth = split_ground_truth(spec, "val")
+        truth = spec.ground_truth("val")
         sub = to_submission(val, spec.cls_classes, len(spec.seg_classes))
         ids = {im["file_name"]: im["id"] for im in truth.det["images"]}
         dets = [{"image_id": ids[d["image"]], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.data.spec import DatasetSpec, read_mask
+from workbench.data.spec import DatasetSpec
+from workbench.io import read_mask
 from workbench.ensemble.bootstrap import (
     bootstrap_means,
     bootstrap_miou,
@@ -23,19 +24,17 @@ from workbench.ensemble.bootstrap import (
     percentile_interval,
     resample_indices,
 )
-from workbench.ensemble.members import Member, member_predictions, member_tasks, serving
+from workbench.ensemble.members import member_predictions, member_tasks, serving
+from workbench.records.ensemble import Member
 from workbench.ensemble.spec import blend_spec
 from workbench.errors import WorkbenchError
-from workbench.formats.base import Submission
 from workbench.fuse import blend
 from workbench.io import atomic_path
-from workbench.metrics.scoring import METRICS, GroundTruth, split_ground_truth
 from workbench.metrics.seg import confusion_matrix
 from workbench.models.inference import merge_tasks
-from workbench.predictions import to_submission
+from workbench.records import METRIC_COLUMNS, METRICS, TASKS, GroundTruth, Submission, to_submission
 
-TASKS = ("cls", "det", "seg")
-COLUMNS = {"cls_top1": "Top-1", "det_map50": "mAP50", "seg_miou": "mIoU", "score": "score"}
+COLUMNS = dict(METRIC_COLUMNS)
 LEVEL = 0.95
 
 
@@ -100,7 +99,7 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
     Rows are each member alone (in the order given, labelled `Member.label`) and, when there are 2+
     members, "blend": the equal-weight `workbench.fuse.blend` of all of them (mean class
     probabilities, WBF boxes, mean segmentation probabilities). A row's metrics are exactly
-    `score(to_submission(preds), split_ground_truth(spec, split))`. For each row and metric, the
+    `score_predictions(preds, spec.ground_truth(split))`. For each row and metric, the
     interval is the percentile 95% bootstrap interval of (row - best member), the best member being
     the one with the highest combined score; images are resampled with replacement per task
     (`n_boot` times, from `seed`), every row on the same resamples (paired), and the combined
@@ -134,7 +133,7 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
     if n_boot < 1:
         raise WorkbenchError(f"n_boot must be at least 1, got {n_boot}")
     spec = DatasetSpec(data)
-    truth = split_ground_truth(spec, split)
+    truth = spec.ground_truth(split)
     preds = member_predictions(list(members), data, split, device, progress)
     labels = unique_labels([m.label for m in members])
     serves = [set(member_tasks(m)) for m in members]  # a single-task member has a row for its task only

@@ -1,38 +1,11 @@
-"""Ensemble members: `RUN` or `RUN@TTA` (a run with a TTA spec), and their cached predictions."""
+"""Ensemble members (`RUN` or `RUN@TTA`, records.ensemble.Member) in use: their predictions and tasks."""
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 from workbench.errors import WorkbenchError
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import Predictions
+from workbench.records.predictions import Predictions
+from workbench.records.ensemble import Member
 from workbench.runs import open_run
-
-
-@dataclass(frozen=True)
-class Member:
-    """A run (id or folder) and the TTA spec of its predictions."""
-
-    run: str
-    tta: str = "none"
-
-    @property
-    def ref(self) -> str:
-        """The text `parse_member` reads back: RUN or RUN@TTA."""
-        return self.run if self.tta == "none" else f"{self.run}@{self.tta}"
-
-    @property
-    def label(self) -> str:
-        name = Path(self.run).name
-        return name if self.tta == "none" else f"{name}@{self.tta}"
-
-
-def parse_member(text: str) -> Member:
-    """'RUN' -> Member(RUN); 'RUN@SPEC' -> Member(RUN, SPEC). The spec may itself contain '@'
-    (`run@hflip@det+seg`): only the first '@' separates the run."""
-    run, at, tta = text.partition("@")
-    return Member(run, tta if at else "none")
 
 
 def member_predictions(members: list[Member], data: str, split: str, device: str = "auto",

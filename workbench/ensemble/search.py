@@ -16,16 +16,17 @@ from typing import Callable
 
 import numpy as np
 
-from workbench.data.spec import DatasetSpec, read_mask
-from workbench.ensemble.members import Member, member_predictions, member_tasks, serving
-from workbench.ensemble.spec import TASKS, EnsembleSpec, TaskBlend, blend_spec
-from workbench.fuse import FusionConfig
+from workbench.data.spec import DatasetSpec
+from workbench.io import read_mask
+from workbench.ensemble.members import member_predictions, member_tasks, serving
+from workbench.records.ensemble import EnsembleSpec, FusionConfig, Member, TaskBlend
+from workbench.ensemble.spec import TASKS, blend_spec
 from workbench.fuse.det import fuse_boxes, list_fusions
 from workbench.fuse.seg import softmax
 from workbench.metrics.det import map50
-from workbench.metrics.scoring import METRICS, GroundTruth, score, split_ground_truth
+from workbench.metrics.scoring import score_predictions
 from workbench.metrics.seg import confusion_matrix, mean_iou
-from workbench.predictions import Predictions, to_submission
+from workbench.records import METRICS, GroundTruth, Predictions
 
 FUSION_GRID = [FusionConfig(method, iou, skip) for method in ("wbf", "nms", "soft-nms")
                for iou in (0.4, 0.55, 0.7) for skip in (0.0, 0.05)]
@@ -155,7 +156,7 @@ def search_ensemble(config: SearchConfig, progress: bool = False) -> EnsembleSpe
     spec = DatasetSpec(config.data)
     members = list(config.members)
     preds = member_predictions(members, config.data, config.split, config.device, progress)
-    truth = split_ground_truth(spec, config.split)
+    truth = spec.ground_truth(config.split)
     rng = np.random.default_rng(config.seed)
     blends, halves, evaluated = {}, {}, 0
     for task in TASKS:
@@ -183,10 +184,9 @@ def search_ensemble(config: SearchConfig, progress: bool = False) -> EnsembleSpe
         blends[task] = TaskBlend(tuple(members[idx[i]] for i in used), tuple(float(counts[i]) for i in used), fusion)
     result = EnsembleSpec(blends)
     by_member = dict(zip(members, preds))
-    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
-    exact = {m.ref: _rounded(score(to_submission(p, classes, k_seg), truth, tasks=member_tasks(m)))
+    exact = {m.ref: _rounded(score_predictions(p, truth, tasks=member_tasks(m)))
              for m, p in by_member.items()}
-    exact["blend"] = _rounded(score(to_submission(blend_spec(result, by_member), classes, k_seg), truth))
+    exact["blend"] = _rounded(score_predictions(blend_spec(result, by_member), truth))
     info = {"data": str(spec.path), "split": config.split,
             "search": {"rounds": config.rounds, "seed": config.seed, "fusion_searched": config.search_fusion,
                        "blends_evaluated": evaluated, "seconds": round(time.perf_counter() - t0, 1),

@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 
 from workbench.errors import SubmissionError
-from workbench.formats.base import Submission, is_int, is_number
+from workbench.formats.base import is_int, is_number
+from workbench.records.submission import Submission
 
 MAX_LINES = 200  # problems listed in the message; the rest are counted
 BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image

@@ -1,23 +1,14 @@
 """Fuse stage: blend several members' Predictions of one split into one Predictions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from workbench.fuse.cls import fuse_probs
 from workbench.fuse.det import fuse_boxes, list_fusions
 from workbench.fuse.seg import fuse_seg_logits
 from workbench.errors import WorkbenchError
-from workbench.predictions import DetBoxes, Predictions
-
-
-@dataclass(frozen=True)
-class FusionConfig:
-    """How boxes are fused (ensemble-boxes): method, IoU threshold, minimum box score."""
-
-    det_method: str = "wbf"
-    iou_thr: float = 0.55
-    skip_box_thr: float = 0.0
+from workbench.records.ensemble import FusionConfig
+from workbench.records.predictions import DetBoxes, Predictions
 
 
 def blend(members: Sequence[Predictions], weights: Sequence[float] | None = None,
@@ -48,4 +39,4 @@ def blend(members: Sequence[Predictions], weights: Sequence[float] | None = None
     return out
 
 
-__all__ = ["FusionConfig", "blend", "fuse_boxes", "fuse_probs", "fuse_seg_logits", "DetBoxes"]
+__all__ = ["blend", "fuse_boxes", "fuse_probs", "fuse_seg_logits", "DetBoxes"]

@@ -12,7 +12,7 @@ import numpy as np
 from ensemble_boxes import nms, weighted_boxes_fusion
 from ensemble_boxes.ensemble_boxes_nms import cpu_soft_nms_float
 
-from workbench.predictions import DetBoxes
+from workbench.records.predictions import DetBoxes
 
 FUSIONS: dict[str, Callable] = {}
 

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
 from workbench.data.transforms import Letterbox
 from workbench.models.losses import decode_detections
-from workbench.predictions import DetBoxes, Predictions, reduced_size
+from workbench.records.predictions import DetBoxes, Predictions, reduced_size
 from workbench.tta.views import View
 
 IDENTITY = (View(),)

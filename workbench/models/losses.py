@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-from workbench.models.model import DET_STRIDE
+from workbench.records.tasks import DET_STRIDE
 
 
 def cls_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1,

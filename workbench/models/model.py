@@ -16,8 +16,8 @@ from torch import nn
 
 from workbench.errors import RunError
 from workbench.models.heads import FPN, AttentionPoolHead, CenterHead, SemanticHead
+from workbench.records.tasks import DET_STRIDE
 
-DET_STRIDE = 4
 
 
 @dataclass(frozen=True)

@@ -9,27 +9,26 @@ segmentation probabilities) before the entry is written.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from workbench.data.loaders import build_datasets
-from workbench.data.spec import TASKS, DatasetSpec
+from workbench.data.spec import DatasetSpec
+from workbench.records.tasks import TASKS
 from workbench.errors import RunError
 from workbench.fuse import blend
-from workbench.io import atomic_dir, read_json, write_json
-from workbench.metrics.scoring import METRICS, score, split_ground_truth
+from workbench.errors import DataError
+from workbench.io import atomic_dir
+from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.model import resolve_device
-from workbench.predictions import Predictions, to_submission
+from workbench.records import METRICS, Predictions
+from workbench.records.cache_meta import CacheMeta
 from workbench.runs import Run, load_model, open_run
 from workbench.tta.spec import TTASpec, parse_tta
 
-
-# Bumped whenever what an entry holds changes meaning (decoding, view geometry, storage): entries
-# written by another version are rebuilt rather than trusted.
-CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,17 @@ def cache_dir(run: Run, split: str, tta_key: str) -> Path:
     return run.path / "preds" / split / tta_key
 
 
-def load_cached(run: Run, split: str, expect: dict) -> Predictions | None:
-    """The cached predictions if the entry exists and its meta matches `expect`, else None."""
-    folder = cache_dir(run, split, expect["tta"])
-    meta_path = folder / "meta.json"
-    if not meta_path.exists():
+def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
+    """The cached predictions if the entry exists and its identity matches `expect`'s, else None
+    (an unreadable meta.json too: the entry is rebuilt)."""
+    folder = cache_dir(run, expect.split, expect.tta)
+    try:
+        meta = CacheMeta.read(folder)
+    except DataError:
         return None
-    meta = read_json(meta_path)
-    if any(meta.get(k) != v for k, v in expect.items()):
+    if meta.identity() != expect.identity():
         return None
-    return Predictions.load(folder, meta["sizes"])
+    return Predictions.load(folder, meta.sizes)
 
 
 def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
@@ -92,8 +92,8 @@ def _prepare(config: PredictConfig):
     datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info["img_size"]).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
-    expect = {"checkpoint": run.checkpoint_hash(), "split": config.split, "tta": tta.key,
-              "data": data_fingerprint(samples), "cache_version": CACHE_VERSION}
+    expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,
+                       data=data_fingerprint(samples))
     return run, spec, tta, datasets, expect
 
 
@@ -109,7 +109,7 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     """
     run, spec, tta, datasets, expect = _prepare(config)
     folder = cache_dir(run, config.split, tta.key)
-    cached = load_cached(run, config.split, expect)
+    cached = load_cached(run, expect)
     if cached is not None:
         return cached, folder, True
 
@@ -124,14 +124,13 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     counts = {t: len(ds) for t, ds in datasets.items()}
     with atomic_dir(folder) as tmp:
         preds.save(tmp)
-        write_json(tmp / "meta.json", {
-            **expect, "run": run.id, "data_file": str(spec.path), "tta_spec": config.tta,
-            "views": {t: [v.key for v in vs] for t, vs in _views(tta).items()},
-            "images": {t: [s.name for s in ds.samples] for t, ds in datasets.items()},
-            "tasks": list(datasets), "sizes": {t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
-            "seg_logits": "float16 at ceil(H/4) x ceil(W/4) of the original image",
-            "device": str(device), "timings": timings,
-            "ms_per_image": {t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in datasets}})
+        replace(expect, run=run.id, data_file=str(spec.path), tta_spec=config.tta,
+                views={t: [v.key for v in vs] for t, vs in _views(tta).items()},
+                images={t: [s.name for s in ds.samples] for t, ds in datasets.items()},
+                tasks=list(datasets), sizes={t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
+                device=str(device), timings=timings,
+                ms_per_image={t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in datasets},
+                ).write(tmp)
     return preds, folder, False
 
 
@@ -150,12 +149,11 @@ def compare_tta(config: PredictConfig, progress: bool = True) -> list[tuple[str,
     views = _views(tta)
     per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
                                     views)
-    truth = split_ground_truth(spec, config.split)
-    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+    truth = spec.ground_truth(config.split)
 
     def task_score(task: str, preds: Predictions) -> float:
         full = merge_tasks(*(preds if t == task else Predictions() for t in TASKS))
-        return score(to_submission(full, classes, k_seg), truth, tasks=(task,))[METRICS[task]]
+        return score_predictions(full, truth, tasks=(task,))[METRICS[task]]
 
     ms = {t: 1000 * timings[f"{t}_s"] / max(1, len(datasets[t])) for t in datasets}
     rows: dict[str, dict] = {}

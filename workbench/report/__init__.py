@@ -22,23 +22,24 @@ import click
 import numpy as np
 from sklearn.metrics import confusion_matrix as cls_confusion_matrix
 
-from workbench.data.spec import TASKS, DatasetSpec, read_image, read_mask
-from workbench.ensemble.members import Member, member_predictions, member_tasks
-from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.data.spec import DatasetSpec, read_image
+from workbench.records.tasks import TASKS
+from workbench.io import read_mask
+from workbench.ensemble.members import member_predictions, member_tasks
+from workbench.records.ensemble import EnsembleSpec, Member
+from workbench.ensemble.spec import blend_spec
 from workbench.errors import DataError, RunError, WorkbenchError
-from workbench.formats.base import Submission
 from workbench.io import read_json, write_text
 from workbench.metrics.det import ap50_from_eval, evaluate_detections
-from workbench.metrics.scoring import GroundTruth, score, split_ground_truth
+from workbench.metrics.scoring import score, score_predictions
 from workbench.metrics.seg import SegEvaluator
-from workbench.predictions import Predictions, seg_logits_to_mask, to_submission
+from workbench.records import METRIC_COLUMNS, GroundTruth, Predictions, Submission, seg_logits_to_mask, to_submission
 from workbench.report import figures
 from workbench.runs import RUNS_DIR, open_run
 from workbench.score import score_submission
 from workbench.train.curves import training_figure
 
 REPORT_NAME = "report.html"
-SCORE_COLUMNS = (("cls_top1", "Top-1"), ("det_map50", "mAP50"), ("seg_miou", "mIoU"), ("score", "score"))
 BOX_THRESHOLD = 0.3  # predicted boxes drawn on the det samples
 TEST_ROW = "test (sealed truth)"
 
@@ -149,8 +150,7 @@ def build_score_rows(target: Target, preds: dict[Member, Predictions], primary: 
     """
     if target.ensemble is None:
         return [(target.path.name, score(primary, truth, tasks=list_tasks(target)))]
-    classes, k_seg = spec.cls_classes, len(spec.seg_classes)
-    rows = [(m.label, score(to_submission(p, classes, k_seg), truth, tasks=member_tasks(m))) for m, p in preds.items()]
+    rows = [(m.label, score_predictions(p, truth, tasks=member_tasks(m))) for m, p in preds.items()]
     rows.append(("blend", score(primary, truth)))
     return rows
 
@@ -268,11 +268,11 @@ def format_cell(metrics: dict, key: str) -> str:
 
 def render_scores(rows: list[tuple[str, dict]], split: str) -> Section:
     """The score table; each number carries its full value in data-value."""
-    head = "".join(f"<th>{title}</th>" for _, title in SCORE_COLUMNS)
+    head = "".join(f"<th>{title}</th>" for _, title in METRIC_COLUMNS)
     body = []
     for label, metrics in rows:
         kind = "blend" if label == "blend" else "test" if label == TEST_ROW else "member"
-        cells = "".join(format_cell(metrics, key) for key, _ in SCORE_COLUMNS)
+        cells = "".join(format_cell(metrics, key) for key, _ in METRIC_COLUMNS)
         body.append(f'<tr class="{kind}" data-row="{escape(label)}"><th>{escape(label)}</th>{cells}</tr>')
     return ("scores", "Scores",
             f'<p class="note">On {escape(split)} unless the row says otherwise; a member is scored on the tasks it '
@@ -458,7 +458,7 @@ def build_report(config: ReportConfig, progress: bool = False) -> Path:
     primary = build_primary(target, preds)
     classes, k_seg = spec.cls_classes, len(spec.seg_classes)
     sub = to_submission(primary, classes, k_seg)
-    truth = split_ground_truth(spec, config.split)
+    truth = spec.ground_truth(config.split)
     rows = build_score_rows(target, preds, sub, truth, spec)
     if config.score_test:
         rows.append(score_test_row(target, config.data))

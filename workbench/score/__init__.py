@@ -11,9 +11,9 @@ from PIL import Image
 from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError
 from workbench.formats import get_format
-from workbench.formats.base import Submission
 from workbench.io import read_json
-from workbench.metrics.scoring import GroundTruth, score
+from workbench.metrics.scoring import score
+from workbench.records import GroundTruth, Submission
 
 # files that identify a format when a submission folder has no manifest
 FORMAT_MARKERS = {"submission.json": "allinone-json", "det.json": "coco"}

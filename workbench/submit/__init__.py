@@ -15,16 +15,19 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from workbench.data.spec import TASKS, DatasetSpec
-from workbench.ensemble.members import Member, member_tasks
-from workbench.ensemble.spec import EnsembleSpec, blend_spec
+from workbench.data.spec import DatasetSpec
+from workbench.records.tasks import TASKS
+from workbench.ensemble.members import member_tasks
+from workbench.records.ensemble import EnsembleSpec, Member
+from workbench.ensemble.spec import blend_spec
 from workbench.errors import SubmissionError
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
 from workbench.formats.allinone import IDS_HELP
-from workbench.io import atomic_dir, hash_file, read_json, write_json
-from workbench.metrics.scoring import score, split_ground_truth
+from workbench.io import atomic_dir, hash_file, write_json
+from workbench.metrics.scoring import score_predictions
 from workbench.predict import PredictConfig, predict_run
-from workbench.predictions import Predictions, to_submission
+from workbench.records import Predictions, to_submission
+from workbench.records.cache_meta import CacheMeta
 
 SUBMISSIONS_DIR = Path("submissions")
 
@@ -49,9 +52,9 @@ def predict_members(members: list[Member], data: str, split: str, device: str, p
     for m in members:
         p, folder, _ = predict_run(PredictConfig(m.run, data, split, device, tta=m.tta), progress=progress)
         preds[m] = p
-        meta = read_json(folder / "meta.json")
+        meta = CacheMeta.read(folder)
         records.append({"member": m.ref, "run": Path(m.run).name, "tta": m.tta, "cache": str(folder),
-                        "checkpoint_sha256": meta["checkpoint"], "data_sha256": meta["data"]})
+                        "checkpoint_sha256": meta.checkpoint, "data_sha256": meta.data})
     return preds, records
 
 
@@ -76,11 +79,11 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
     members = config.ensemble.members()
 
     val_preds, val_records = predict_members(members, config.data, "val", config.device, progress)
-    val_truth = split_ground_truth(spec, "val")
-    val_scores = {m.label: score(to_submission(p, classes, k_seg), val_truth, tasks=member_tasks(m))
+    val_truth = spec.ground_truth("val")
+    val_scores = {m.label: score_predictions(p, val_truth, tasks=member_tasks(m))
                   for m, p in val_preds.items()}
     if len(members) > 1:
-        val_scores["blend"] = score(to_submission(blend_spec(config.ensemble, val_preds), classes, k_seg), val_truth)
+        val_scores["blend"] = score_predictions(blend_spec(config.ensemble, val_preds), val_truth)
 
     test_preds, test_records = predict_members(members, config.data, "test", config.device, progress)
     fused = blend_spec(config.ensemble, test_preds)

@@ -17,7 +17,6 @@ from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
 from workbench.io import atomic_dir, write_json
-from workbench.metrics.scoring import split_ground_truth
 from workbench.models.model import resolve_device
 from workbench.runs import RUNS_DIR, WEIGHTS, load_model, open_run, save_weights
 
@@ -77,7 +76,7 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
     model = load_model(run, dev)
     model.load_state_dict({k: v.to(dev) for k, v in averaged.items()})
     sizes = run.info.get("img_size")
-    metrics = validate(model, build_datasets(spec, "val", sizes), spec, split_ground_truth(spec, "val"), tasks, dev)
+    metrics = validate(model, build_datasets(spec, "val", sizes), spec, spec.ground_truth("val"), tasks, dev)
     info = {**{k: run.info[k] for k in ("backbone", "data", "model", "img_size") if k in run.info},
             "run_id": run_id, "kind": "avg", "parents": [run.id], "tasks": list(tasks), "status": "complete",
             "averaged": [{"epoch": e["epoch"], "score": e["score"]} for e in chosen],

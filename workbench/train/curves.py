@@ -14,12 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from workbench.data.spec import TASKS
+from workbench.records.tasks import METRICS, TASKS
 from workbench.errors import RunError
 from workbench.io import atomic_path
 
 CURVES = "curves.png"
-TASK_METRICS = {"cls": "cls_top1", "det": "det_map50", "seg": "seg_miou"}
 TASK_COLORS = {"cls": "tab:blue", "det": "tab:orange", "seg": "tab:green"}
 
 
@@ -107,10 +106,10 @@ def draw_metric_panel(ax: Axes, epochs: pd.DataFrame | None) -> None:
     if epochs is None or epochs.empty:
         ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes, color="gray")
         return
-    tasks = [t for t in TASKS if TASK_METRICS[t] in epochs]
+    tasks = [t for t in TASKS if METRICS[t] in epochs]
     for task in tasks:
-        ax.plot(epochs["epoch"], epochs[TASK_METRICS[task]], color=TASK_COLORS[task], marker="o", markersize=4,
-                label=TASK_METRICS[task])
+        ax.plot(epochs["epoch"], epochs[METRICS[task]], color=TASK_COLORS[task], marker="o", markersize=4,
+                label=METRICS[task])
     if len(tasks) > 1 and "score" in epochs:  # a single-task run's score is its one metric: no second line
         ax.plot(epochs["epoch"], epochs["score"], color="black", linewidth=2, marker="o", markersize=4, label="score")
     if tasks:

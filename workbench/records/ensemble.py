@@ -1,0 +1,115 @@
+"""The ensemble records: members (a run and a TTA spec), box fusion settings, and the EnsembleSpec
+of `ensembles/<name>.yaml` (per task: members, weights, fusion), with its one reader and writer.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from workbench.errors import DataError, WorkbenchError
+from workbench.io import write_yaml
+from workbench.records.tasks import TASKS
+
+
+@dataclass(frozen=True)
+class Member:
+    """A run (id or folder) and the TTA spec of its predictions."""
+
+    run: str
+    tta: str = "none"
+
+    @property
+    def ref(self) -> str:
+        """The text `parse_member` reads back: RUN or RUN@TTA."""
+        return self.run if self.tta == "none" else f"{self.run}@{self.tta}"
+
+    @property
+    def label(self) -> str:
+        name = Path(self.run).name
+        return name if self.tta == "none" else f"{name}@{self.tta}"
+
+
+def parse_member(text: str) -> Member:
+    """'RUN' -> Member(RUN); 'RUN@SPEC' -> Member(RUN, SPEC). The spec may itself contain '@'
+    (`run@hflip@det+seg`): only the first '@' separates the run."""
+    run, at, tta = text.partition("@")
+    return Member(run, tta if at else "none")
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How boxes are fused (ensemble-boxes): method, IoU threshold, minimum box score."""
+
+    det_method: str = "wbf"
+    iou_thr: float = 0.55
+    skip_box_thr: float = 0.0
+
+
+@dataclass(frozen=True)
+class TaskBlend:
+    """The blend of one task: members, their weights (same order) and the box fusion (det)."""
+
+    members: tuple[Member, ...]
+    weights: tuple[float, ...]
+    fusion: FusionConfig = FusionConfig()
+
+    def __post_init__(self):
+        if not self.members or len(self.members) != len(self.weights):
+            raise WorkbenchError(f"a task blend needs members and one weight each, got {len(self.members)} "
+                                 f"members and {len(self.weights)} weights")
+        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+            raise WorkbenchError(f"weights must be non-negative with a positive sum, got {list(self.weights)}")
+
+
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """Per-task blends plus free-form records (search settings, val scores)."""
+
+    tasks: dict[str, TaskBlend]
+    info: dict = field(default_factory=dict)
+
+    def members(self) -> list[Member]:
+        """Distinct members over all tasks, in order of first use."""
+        seen: dict[Member, None] = {}
+        for t in TASKS:
+            for m in self.tasks[t].members:
+                seen.setdefault(m, None)
+        return list(seen)
+
+    def to_dict(self) -> dict:
+        tasks = {}
+        for t in TASKS:
+            tb = self.tasks[t]
+            tasks[t] = {"members": [{"member": m.ref, "weight": float(w)} for m, w in zip(tb.members, tb.weights)]}
+            if t == "det":
+                tasks[t]["fusion"] = asdict(tb.fusion)
+        return {"tasks": tasks, **self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "ensemble spec") -> "EnsembleSpec":
+        try:
+            tasks = {}
+            for t in TASKS:
+                entry = d["tasks"][t]
+                members = tuple(parse_member(str(x["member"])) for x in entry["members"])
+                weights = tuple(float(x["weight"]) for x in entry["members"])
+                tasks[t] = TaskBlend(members, weights, FusionConfig(**entry.get("fusion", {})))
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(source, f"not an ensemble spec ({type(e).__name__}: {e})") from None
+        return cls(tasks, {k: v for k, v in d.items() if k != "tasks"})
+
+    def save(self, path: str | Path) -> None:
+        write_yaml(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EnsembleSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(path, "ensemble spec not found")
+        try:
+            d = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise DataError(path, f"invalid YAML ({e})") from None
+        return cls.from_dict(d or {}, str(path))
