@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from workbench.errors import RunError
 from workbench.models.losses import cls_loss
 from workbench.train.average import average_run, average_state_dicts
+from workbench.train.recipes import RECIPES, Joint, list_recipes, register_recipe
 from workbench.train.streams import TaskStream, step_tasks
 from workbench.train.trainer import Trainer, TrainConfig, train
 
@@ -31,6 +32,56 @@ def rows(path: Path) -> list[dict]:
 
 def info(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())
+
+
+@pytest.fixture
+def probe_recipe():
+    """A recipe registered for one test: a joint run that records what the trainer calls."""
+    calls = []
+
+    @register_recipe
+    class Probe(Joint):
+        name = "probe"
+
+        def check(self, config):
+            calls.append("check")
+            super().check(config)
+
+        def id_parts(self, config):
+            return ("probe", "x")
+
+        def set_train_mode(self, model):
+            calls.append("set_train_mode")
+            super().set_train_mode(model)
+
+        def keep_best(self, trainer, model):
+            calls.append("keep_best")
+            super().keep_best(trainer, model)
+
+        def finish_epoch(self, trainer):
+            calls.append("finish_epoch")
+    yield calls
+    del RECIPES["probe"]
+
+
+def test_a_registered_recipe_is_accepted_by_the_config_and_called_by_the_trainer(tiny_data, tmp_path, probe_recipe):
+    assert "probe" in list_recipes()
+    run = train(tiny_train_config(tiny_data, tmp_path, None, recipe="probe", epochs=2), progress=False)
+    assert run.name.startswith("probe-x-resnet10t-") and info(run)["kind"] == "probe"
+    assert (run / "model.safetensors").exists()
+    improved = ["keep_best"] if info(run)["best"]["epoch"] == 2 else []  # epoch 2 kept only if it scored higher
+    assert probe_recipe == ["check", "set_train_mode", "keep_best", "finish_epoch",
+                            "set_train_mode", *improved, "finish_epoch"]
+
+
+def test_recipe_registry_lists_the_recipes_and_refuses_an_unknown_name(tiny_data, tmp_path):
+    assert list_recipes()[:3] == ["joint", "single", "headft"]
+    with pytest.raises(RunError, match="unknown recipe 'multi'; choose one of joint, single, headft"):
+        tiny_train_config(tiny_data, tmp_path, "x", recipe="multi")
+    with pytest.raises(RunError, match="recipe single trains one task"):
+        tiny_train_config(tiny_data, tmp_path, "x", recipe="single", tasks=("cls", "det"))
+    with pytest.raises(RunError, match="recipe headft needs --from RUN"):
+        tiny_train_config(tiny_data, tmp_path, "x", recipe="headft")
 
 
 def test_single_task_run_trains_and_scores_only_its_task(tiny_data, tmp_path):

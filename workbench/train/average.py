@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
-from workbench.io import atomic_dir, write_json
+from workbench.io import atomic_dir
+from workbench.records.run_info import RunInfo
 from workbench.models.model import resolve_device
 from workbench.runs import RUNS_DIR, WEIGHTS, load_model, open_run, save_weights
 
@@ -48,7 +49,7 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
     from workbench.train.trainer import validate
 
     run = open_run(run_ref, Path(runs_dir))
-    entries = sorted(run.info.get("checkpoints") or [], key=lambda e: (-e["score"], e["epoch"]))
+    entries = sorted(run.info.checkpoints, key=lambda e: (-e["score"], e["epoch"]))
     if not entries:
         raise RunError(f"{run.path}: the run kept no checkpoints (trained before `keep_top` existed?)")
     if top < 1:
@@ -70,21 +71,20 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
     target = Path(runs_dir) / run_id
     if target.exists() and not overwrite:
         raise RunError(f"{target}: run already exists (choose another --name, or --overwrite)")
-    spec = DatasetSpec(run.info["data"])
-    tasks = tuple(run.info.get("tasks") or ("cls", "det", "seg"))
+    spec = DatasetSpec(run.info.data)
+    tasks = run.info.tasks
     dev = resolve_device(device)
     model = load_model(run, dev)
     model.load_state_dict({k: v.to(dev) for k, v in averaged.items()})
-    sizes = run.info.get("img_size")
+    sizes = run.info.img_size
     metrics = validate(model, build_datasets(spec, "val", sizes), spec, spec.ground_truth("val"), tasks, dev)
-    info = {**{k: run.info[k] for k in ("backbone", "data", "model", "img_size") if k in run.info},
-            "run_id": run_id, "kind": "avg", "parents": [run.id], "tasks": list(tasks), "status": "complete",
-            "averaged": [{"epoch": e["epoch"], "score": e["score"]} for e in chosen],
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "best": {"epoch": None, "source": f"mean of top {top}", **{k: round(v, 5) for k, v in metrics.items()}},
-            "wall_time_s": 0.0}
+    info = RunInfo(run_id=run_id, kind="avg", tasks=tasks, data=run.info.data, model=run.info.model,
+                   img_size=run.info.img_size, backbone=run.info.backbone, parents=(run.id,), status="complete",
+                   created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   best={"epoch": None, "source": f"mean of top {top}", **{k: round(v, 5) for k, v in metrics.items()}},
+                   wall_time_s=0.0, averaged=[{"epoch": e["epoch"], "score": e["score"]} for e in chosen])
     with atomic_dir(target) as tmp:
         save_weights(model, tmp / WEIGHTS)
-        write_json(tmp / "run.json", info)
+        info.write(tmp)
         shutil.copy2(run.path / "config.yaml", tmp / "config.yaml")
     return target

@@ -1,5 +1,5 @@
-"""Training recipes: `single` (one task), `joint` (all tasks on one backbone), `headft` (heads of a
-joint run fine-tuned on its frozen backbone); resumable from any kill.
+"""Training runs of a recipe (workbench.train.recipes: `joint`, `single`, `headft`, ...); resumable
+from any kill.
 
 `train(config)` starts a run, `resume(run_dir)` continues an interrupted one. Both leave a complete
 run folder:
@@ -37,23 +37,24 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from workbench.data.loaders import build_datasets, collate_det
-from workbench.data.spec import TASKS, DatasetSpec
+from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
-from workbench.io import atomic_path, read_json, write_json, write_text, write_yaml
-from workbench.metrics.scoring import METRICS, score, split_ground_truth
+from workbench.io import atomic_path, write_text, write_yaml
+from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
 from workbench.models.heads import HEAD_CONVS
-from workbench.models.model import ModelConfig, MultiTaskModel, resolve_device
-from workbench.predictions import Predictions, to_submission
-from workbench.runs import RUNS_DIR, open_run, load_model, save_weights
+from workbench.models.model import MultiTaskModel, resolve_device
+from workbench.records import METRICS, TASKS, Predictions
+from workbench.records.run_info import RunInfo
+from workbench.runs import RUNS_DIR, Run, save_weights
 from workbench.train.balancing import BALANCERS, CLIP_MODES, clip_task_gradients, make_balancer
 from workbench.train.curves import plot_training_curves
+from workbench.train.recipes import RECIPES, get_recipe
 from workbench.train.streams import SAMPLING, TaskStream, _seed, make_batch, step_tasks
 
 DEFAULT_SIZES = {"cls": 64, "det": 128, "seg": 128}
 DEFAULT_BATCH = {"cls": 32, "det": 8, "seg": 8}
-RECIPES = ("joint", "single", "headft")
 STATE = "state.pt"
 
 
@@ -61,8 +62,9 @@ STATE = "state.pt"
 class TrainConfig:
     """Everything a run needs; written to `runs/<id>/config.yaml`.
 
-    recipe: joint | single (train `tasks`, one of them) | headft (freeze `from_run`'s backbone and
-    neck, fine-tune its heads; backbone, sizes and normalisation come from that run).
+    recipe: a name in workbench.train.recipes.RECIPES: joint | single (train `tasks`, one of them) |
+    headft (freeze `from_run`'s backbone and neck, fine-tune its heads; backbone, sizes and
+    normalisation come from that run).
     """
 
     data: str
@@ -110,16 +112,10 @@ class TrainConfig:
         for key in ("mean", "std"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, tuple(getattr(self, key)))
-        if self.recipe not in RECIPES:
-            raise RunError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        recipe = get_recipe(self.recipe)
         if not self.tasks or any(t not in TASKS for t in self.tasks):
             raise RunError(f"tasks must be some of {', '.join(TASKS)}, got {list(self.tasks)}")
-        if self.recipe == "single" and len(self.tasks) != 1:
-            raise RunError(f"recipe single trains one task, got {list(self.tasks)}")
-        if self.recipe == "headft" and not self.from_run:
-            raise RunError("recipe headft needs --from RUN (a joint run to fine-tune the heads of)")
-        if self.recipe != "headft" and not self.backbone:
-            raise RunError("a backbone is required (any timm model name with features_only support)")
+        recipe.check(self)
         if self.head_convs not in HEAD_CONVS:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:
@@ -173,14 +169,6 @@ def seed_step(seed: int, step: int) -> None:
     torch.manual_seed(s)
 
 
-def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
-    return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
-                                      num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
-                                      neck_channels=config.neck_channels, head_convs=config.head_convs,
-                                      pretrained=config.pretrained,
-                                      mean=config.mean, std=config.std))
-
-
 def shared_parameters(model: MultiTaskModel) -> list[torch.nn.Parameter]:
     """The parameters every task shares (backbone and neck) that are being trained."""
     return [p for p in [*model.backbone.parameters(), *model.neck.parameters()] if p.requires_grad]
@@ -216,7 +204,7 @@ def validate(model, val_sets: dict, spec: DatasetSpec, truth, tasks, device) -> 
     """Val metrics of the tasks trained ({"cls_top1", ..., "score"} = their mean)."""
     out, _ = predict_all(model, {t: val_sets[t] for t in tasks}, spec.det_category_ids, device)
     preds = merge_tasks(*(out[t][0] if t in out else Predictions() for t in TASKS))
-    return score(to_submission(preds, spec.cls_classes, len(spec.seg_classes)), truth, tasks=tuple(tasks))
+    return score_predictions(preds, truth, tasks=tuple(tasks))
 
 
 def _csv(rows: list[dict]) -> str:
@@ -228,61 +216,121 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+# --- building a trainer: each step returns one object --------------------------------------------
+def _sample_weights(spec: DatasetSpec, train_sets: dict, task: str) -> np.ndarray:
+    """Per-sample weights of class-balanced sampling (cls, det)."""
+    from workbench.data.balance import cls_sample_weights, det_sample_weights
+    if task == "cls":
+        return cls_sample_weights([s.label for s in train_sets["cls"].samples], len(spec.cls_classes))
+    index = train_sets["det"].index
+    return det_sample_weights([[index[int(c)] for c in s.labels] for s in train_sets["det"].samples], len(index))
+
+
+def _loss_weights(spec: DatasetSpec, train_sets: dict, task: str) -> torch.Tensor:
+    """Per-class loss weights of class-balanced losses (cls, seg)."""
+    from workbench.data.balance import class_loss_weights, seg_class_counts
+    if task == "cls":
+        counts = np.bincount([s.label for s in train_sets["cls"].samples], minlength=len(spec.cls_classes))
+    else:
+        ds = train_sets["seg"]
+        counts = seg_class_counts((ds.item(i)[1].numpy() for i in range(len(ds))), len(spec.seg_classes),
+                                  spec.ignore_index)
+    return class_loss_weights(counts)
+
+
+def build_streams(spec: DatasetSpec, train_sets: dict, config: TrainConfig, tasks) -> dict[str, TaskStream]:
+    """Each task's stream of training batches (class-balanced draws where class_balance says "sample")."""
+    balance = config.class_balance or {}
+    return {t: TaskStream(len(train_sets[t]), config.batch_size[t], config.seed, t,
+                          _sample_weights(spec, train_sets, t) if balance.get(t) == "sample" else None)
+            for t in tasks}
+
+
+def build_class_weights(spec: DatasetSpec, train_sets: dict, config: TrainConfig, tasks,
+                        device: torch.device) -> dict[str, torch.Tensor]:
+    """task -> its loss's per-class weights, (C,), for the tasks class_balance gives "loss"."""
+    balance = config.class_balance or {}
+    return {t: _loss_weights(spec, train_sets, t).to(device) for t in tasks if balance.get(t) == "loss"}
+
+
+def build_pseudo_sets(spec: DatasetSpec, config: TrainConfig, tasks, augment) -> dict:
+    """task -> the pseudo-labelled data set trained on beside its own ({} without config.pseudo)."""
+    if not config.pseudo:
+        return {}
+    from workbench.data.pseudo import build_pseudo_datasets
+    sets = build_pseudo_datasets(config.pseudo, config.img_size, spec.det_category_ids, spec.ignore_index, augment)
+    return {t: ds for t, ds in sets.items() if t in tasks}
+
+
+def build_pseudo_streams(pseudo_sets: dict, config: TrainConfig) -> dict[str, TaskStream]:
+    return {t: TaskStream(len(ds), config.batch_size[t], config.seed, f"pseudo-{t}") for t, ds in pseudo_sets.items()}
+
+
+def count_steps(config: TrainConfig, streams: dict[str, TaskStream]) -> int:
+    """Optimizer steps an epoch: steps_per_epoch, else the largest task's batches (round-robin) or
+    their sum (proportional), over accum; at least 1."""
+    if config.steps_per_epoch:
+        steps = config.steps_per_epoch
+    elif config.sampling == "proportional":
+        steps = sum(s.batches_per_pass() for s in streams.values()) // config.accum
+    else:
+        steps = max(s.batches_per_pass() for s in streams.values()) // config.accum
+    return max(1, steps)
+
+
+def build_optimizer(model: MultiTaskModel, balancer: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trained parameters in three groups, empty ones left out: the backbone's (lr x
+    backbone_lr_scale), the rest of the model's, the balancer's (no weight decay)."""
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) in backbone_ids], "lr": config.lr * config.backbone_lr_scale},
+              {"params": [p for p in params if id(p) not in backbone_ids], "lr": config.lr},
+              {"params": list(balancer.parameters()), "lr": config.lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup (warmup_steps, at most a fifth of the run), then cosine decay to 0 at step `total`."""
+    warmup = min(config.warmup_steps, total // 5 + 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+
+
+def build_ema(model: MultiTaskModel, config: TrainConfig) -> ModelEmaV3 | None:
+    return ModelEmaV3(model, decay=config.ema) if config.ema else None
+
+
 class Trainer:
     """One run's training loop, from scratch or from a checkpoint's state."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, parent=None):
+    def __init__(self, config: TrainConfig, run_dir: Path, parent: Run | None = None):
+        from workbench.data.augment import parse_augment
         self.config, self.run_dir = config, run_dir
+        self.recipe = RECIPES[config.recipe]
         self.spec = DatasetSpec(config.data)
         self.device = resolve_device(config.device)
         self.tasks = tuple(t for t in TASKS if t in config.tasks)
-        torch.manual_seed(config.seed)
-        if config.recipe == "headft":
-            self.model = load_model(parent, self.device).train()
-            for p in [*self.model.backbone.parameters(), *self.model.neck.parameters()]:
-                p.requires_grad_(False)
-        else:
-            self.model = build_model(self.spec, config).to(self.device)
-        from workbench.data.augment import parse_augment
+        torch.manual_seed(config.seed)  # a new model's initial weights
+        self.model = self.recipe.build_model(self.spec, config, parent, self.device)
         augment = parse_augment(config.augment)
         self.train_sets = build_datasets(self.spec, "train", config.img_size, train=True, augment=augment)
         self.val_sets = build_datasets(self.spec, "val", config.img_size)
-        self.truth = split_ground_truth(self.spec, "val")
-        balance = config.class_balance or {}
-        self.streams = {t: TaskStream(len(self.train_sets[t]), config.batch_size[t], config.seed, t,
-                                      self._sample_weights(t) if balance.get(t) == "sample" else None)
-                        for t in self.tasks}
-        self.class_weights = {t: self._loss_weights(t) for t in self.tasks if balance.get(t) == "loss"}
-        self.pseudo_sets, self.pseudo_streams = {}, {}
-        if config.pseudo:
-            from workbench.data.pseudo import build_pseudo_datasets
-            sets = build_pseudo_datasets(config.pseudo, config.img_size, self.spec.det_category_ids,
-                                         self.spec.ignore_index, augment)
-            self.pseudo_sets = {t: ds for t, ds in sets.items() if t in self.tasks}
-            self.pseudo_streams = {t: TaskStream(len(ds), config.batch_size[t], config.seed, f"pseudo-{t}")
-                                   for t, ds in self.pseudo_sets.items()}
-        sizes = {t: len(self.train_sets[t]) for t in self.tasks}
-        if config.steps_per_epoch:
-            self.steps = config.steps_per_epoch
-        elif config.sampling == "proportional":
-            self.steps = sum(s.batches_per_pass() for s in self.streams.values()) // config.accum
-        else:
-            self.steps = max(s.batches_per_pass() for s in self.streams.values()) // config.accum
-        self.steps, self.sizes = max(1, self.steps), sizes
+        self.truth = self.spec.ground_truth("val")
+        self.streams = build_streams(self.spec, self.train_sets, config, self.tasks)
+        self.class_weights = build_class_weights(self.spec, self.train_sets, config, self.tasks, self.device)
+        self.pseudo_sets = build_pseudo_sets(self.spec, config, self.tasks, augment)
+        self.pseudo_streams = build_pseudo_streams(self.pseudo_sets, config)
+        self.sizes = {t: len(self.train_sets[t]) for t in self.tasks}
+        self.steps = count_steps(config, self.streams)
         self.total = self.steps * config.epochs
         self.balancer = make_balancer(config.balance, self.tasks, config.loss_weights, config.balance_ratio).to(self.device)
-        backbone_ids = {id(p) for p in self.model.backbone.parameters()}
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if id(p) in backbone_ids], "lr": config.lr * config.backbone_lr_scale},
-                  {"params": [p for p in params if id(p) not in backbone_ids], "lr": config.lr},
-                  {"params": list(self.balancer.parameters()), "lr": config.lr, "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr,
-                                           weight_decay=config.weight_decay)
-        warmup = min(config.warmup_steps, self.total // 5 + 1)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.total, warmup))
-        self.ema = ModelEmaV3(self.model, decay=config.ema) if config.ema else None
+        self.optimizer = build_optimizer(self.model, self.balancer, config)
+        self.scheduler = build_scheduler(self.optimizer, config, self.total)
+        self.ema = build_ema(self.model, config)
         self.shared = shared_parameters(self.model)
-        # progress; all of it goes into state.pt
+        self._start_progress()
+
+    def _start_progress(self) -> None:
+        """The progress of a run not started yet; all of it goes into state.pt."""
         self.step, self.epoch, self.epoch_step = 0, 0, 0
         self.sums: dict[str, float] = {}
         self.batches_taken = {t: 0 for t in self.tasks}
@@ -291,28 +339,9 @@ class Trainer:
         self.best = {"score": -1.0, "source": None, "metrics": None, "epoch": None}
         self.best_ema = -1.0
         self.task_best = {t: {"value": -1.0, "epoch": None} for t in self.tasks}
-        self.head_states: dict[str, dict] = {}
+        self.head_states: dict[str, dict] = {}  # headft: task -> its head's weights at its best epoch
         self.checkpoints: list[dict] = []
         self.wall = 0.0
-
-    # --- class balance -------------------------------------------------------------------------
-    def _sample_weights(self, task: str) -> np.ndarray:
-        from workbench.data.balance import cls_sample_weights, det_sample_weights
-        if task == "cls":
-            return cls_sample_weights([s.label for s in self.train_sets["cls"].samples], len(self.spec.cls_classes))
-        index = self.train_sets["det"].index
-        return det_sample_weights([[index[int(c)] for c in s.labels] for s in self.train_sets["det"].samples],
-                                  len(index))
-
-    def _loss_weights(self, task: str) -> torch.Tensor:
-        from workbench.data.balance import class_loss_weights, seg_class_counts
-        if task == "cls":
-            counts = np.bincount([s.label for s in self.train_sets["cls"].samples], minlength=len(self.spec.cls_classes))
-        else:
-            ds = self.train_sets["seg"]
-            counts = seg_class_counts((ds.item(i)[1].numpy() for i in range(len(ds))), len(self.spec.seg_classes),
-                                      self.spec.ignore_index)
-        return class_loss_weights(counts).to(self.device)
 
     # --- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -413,16 +442,10 @@ class Trainer:
         self.epoch_step += 1
         return row
 
-    def _set_train_mode(self) -> None:
-        self.model.train()
-        if self.config.recipe == "headft":  # frozen parts keep their BatchNorm statistics
-            self.model.backbone.eval()
-            self.model.neck.eval()
-
     # --- epochs --------------------------------------------------------------------------------
     def end_epoch(self, t_start: float, progress: bool) -> None:
         """Validate (raw and EMA), keep the best weights and top-k checkpoints, write the logs."""
-        config, epoch = self.config, self.epoch + 1
+        epoch = self.epoch + 1
         metrics = validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
         row = {"epoch": epoch}
         for t in self.tasks:
@@ -444,18 +467,15 @@ class Trainer:
         for source, model, m in candidates:
             if m["score"] > self.best["score"]:
                 self.best = {"score": m["score"], "source": source, "epoch": epoch, "metrics": m}
-                if config.recipe != "headft":
-                    save_weights(model, self.run_dir / "model.safetensors")
+                self.recipe.keep_best(self, model)
             for t in self.tasks:  # per-task selection: headft composes each head's best epoch
                 value = m[METRICS[t]]
                 if value > self.task_best[t]["value"]:
                     self.task_best[t] = {"value": value, "epoch": epoch, "source": source}
-                    if config.recipe == "headft":
-                        self.head_states[t] = {k: v.detach().clone() for k, v in model.heads[t].state_dict().items()}
+                    self.recipe.keep_task_best(self, t, model)
         self.rows.append(row)
         self._keep_checkpoint(epoch, metrics["score"])
-        if config.recipe == "headft":
-            self._compose_heads()
+        self.recipe.finish_epoch(self)
         self.epoch += 1
         self.epoch_step = 0
         self.sums = {}
@@ -479,20 +499,6 @@ class Trainer:
             (self.run_dir / e["file"]).unlink(missing_ok=True)
         self.checkpoints = keep
 
-    def _compose_heads(self) -> None:
-        """headft: the frozen backbone and neck with each head at its best epoch -> model.safetensors.
-
-        The model being trained still holds the parent's backbone and neck (frozen, BatchNorm in eval
-        mode) and the heads not fine-tuned, so only the chosen heads' tensors are swapped in."""
-        state = dict(self.model.state_dict())
-        for t, head in self.head_states.items():
-            state.update({f"heads.{t}.{k}": v for k, v in head.items()})
-        save_weights(state, self.run_dir / "model.safetensors")
-        metrics = {METRICS[t]: self.task_best[t]["value"] for t in self.tasks}
-        metrics["score"] = float(np.mean(list(metrics.values())))
-        self.best = {"score": metrics["score"], "source": "per-task heads",
-                     "epoch": {t: self.task_best[t]["epoch"] for t in self.tasks}, "metrics": metrics}
-
     def write_logs(self) -> None:
         if self.rows:
             write_text(self.run_dir / "metrics.csv", _csv(self.rows))
@@ -500,17 +506,16 @@ class Trainer:
             write_text(self.run_dir / "steps.csv", _csv(self.step_rows))
 
     def write_info(self, status: str) -> None:
-        path = self.run_dir / "run.json"
-        info = read_json(path)
         best = None
         if self.best["metrics"]:
             best = {"epoch": self.best["epoch"], "source": self.best["source"],
                     **{k: round(v, 5) for k, v in self.best["metrics"].items()}}
-        info.update(status=status, best=best, wall_time_s=round(self.wall, 1), steps=self.step,
-                    task_best={t: {METRICS[t]: round(b["value"], 5), "epoch": b["epoch"], "source": b.get("source")}
-                               for t, b in self.task_best.items() if b["epoch"] is not None},
-                    checkpoints=self.checkpoints, best_ema_score=round(self.best_ema, 5) if self.ema else None)
-        write_json(path, info)
+        info = replace(RunInfo.read(self.run_dir), status=status, best=best, wall_time_s=round(self.wall, 1),
+                       steps=self.step,
+                       task_best={t: {METRICS[t]: round(b["value"], 5), "epoch": b["epoch"], "source": b.get("source")}
+                                  for t, b in self.task_best.items() if b["epoch"] is not None},
+                       checkpoints=self.checkpoints, best_ema_score=round(self.best_ema, 5) if self.ema else None)
+        info.write(self.run_dir)
 
     def run(self, progress: bool = True) -> Path:
         """Train to the last epoch. Ctrl-C marks the run "interrupted" (resume it from its last checkpoint)."""
@@ -523,7 +528,7 @@ class Trainer:
     def _run(self, progress: bool) -> Path:
         config = self.config
         while self.epoch < config.epochs:
-            self._set_train_mode()
+            self.recipe.set_train_mode(self.model)
             t_start = time.time()
             bar = tqdm(total=self.steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                        disable=None if progress else True, leave=False)
@@ -542,14 +547,10 @@ class Trainer:
         return self.run_dir
 
 
-def open_run_for(config: TrainConfig):
-    return open_run(config.from_run, Path(config.runs_dir))
-
-
 def _run_id(config: TrainConfig) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    what = config.tasks[0] if config.recipe == "single" else ""
-    return config.name or "-".join(x for x in (config.recipe, what, config.backbone, stamp) if x)
+    parts = (*RECIPES[config.recipe].id_parts(config), config.backbone, stamp)
+    return config.name or "-".join(x for x in parts if x)
 
 
 def make_run_dir(config: TrainConfig, overwrite: bool) -> Path:
@@ -560,14 +561,6 @@ def make_run_dir(config: TrainConfig, overwrite: bool) -> Path:
         shutil.rmtree(path)
     path.mkdir(parents=True)
     return path
-
-
-def _inherit(config: TrainConfig, parent) -> TrainConfig:
-    """headft takes the parent's architecture, input sizes and normalisation."""
-    model = parent.model_config()
-    return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
-                   pretrained=None,
-                   mean=model.mean, std=model.std, img_size=dict(parent.info.get("img_size", config.img_size)))
 
 
 def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, kind: str | None = None,
@@ -581,20 +574,18 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
     Returns:
         The run folder, with run.json status "complete".
     """
-    parent = None
-    if config.recipe == "headft":
-        parent = open_run_for(config)
-        config = _inherit(config, parent)
+    recipe = RECIPES[config.recipe]
+    parent = recipe.open_parent(config)
+    config = recipe.inherit(config, parent)
     spec = DatasetSpec(config.data)
     run_dir = make_run_dir(config, overwrite)
     write_yaml(run_dir / "config.yaml", config.to_yaml_dict())
     trainer = Trainer(config, run_dir, parent)
-    info = {"run_id": run_dir.name, "kind": kind or config.recipe,
-            "parents": parents if parents is not None else ([parent.id] if parent else []), **(notes or {}),
-            "backbone": config.backbone, "tasks": list(trainer.tasks), "data": str(spec.path), "status": "running",
-            "model": trainer.model.config.to_dict(), "img_size": dict(config.img_size),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "best": None}
-    write_json(run_dir / "run.json", info)
+    RunInfo(run_id=run_dir.name, kind=kind or config.recipe,
+            parents=tuple(parents if parents is not None else ([parent.id] if parent else [])),
+            backbone=config.backbone, tasks=tuple(trainer.tasks), data=str(spec.path), status="running",
+            model=trainer.model.config.to_dict(), img_size=dict(config.img_size),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(notes or {})).write(run_dir)
     return trainer.run(progress)
 
 
@@ -605,13 +596,12 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
         path = Path(runs_dir) / str(run_ref)
     if not (path / "config.yaml").exists():
         raise RunError(f"{path}: not a run folder (no config.yaml)")
-    info = read_json(path / "run.json")
-    if info.get("status") == "complete":
+    if RunInfo.read(path).status == "complete":
         raise RunError(f"{path}: run is complete; nothing to resume")
     if not (path / STATE).exists():
         raise RunError(f"{path}: no checkpoint to resume from ({STATE} is written at the end of the first epoch)")
     config = TrainConfig.from_yaml_dict(yaml.safe_load((path / "config.yaml").read_text()))
-    parent = open_run_for(config) if config.recipe == "headft" else None
+    parent = RECIPES[config.recipe].open_parent(config)
     trainer = Trainer(config, path, parent)
     try:
         state = torch.load(path / STATE, map_location=trainer.device, weights_only=True)
