@@ -18,6 +18,7 @@ import yaml
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.spec import DatasetSpec
+from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import TASKS
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import METRIC_COLUMNS
@@ -58,7 +59,7 @@ def main(argv=None) -> None:
     route = dict(p.split("=", 1) for p in args.route.split(","))
 
     student_dir = Path(args.runs_dir) / args.name
-    if not ((student_dir / "run.json").exists() and read_json(student_dir / "run.json").get("status") == "complete"):
+    if not ((student_dir / RUN_FILE).exists() and RunInfo.read(student_dir).status == "complete"):
         distill(DistillConfig(teacher, args.data, args.name, route=route, device="cpu", runs_dir=args.runs_dir,
                               overwrite=True, train=fields))
     pseudo_meta = read_json(Path(args.runs_dir) / PSEUDO_DIR / args.name / "meta.json")
@@ -74,10 +75,10 @@ def main(argv=None) -> None:
             teacher_ms[t] += ms_per_image(m.run, args.data, m.tta)[t]
     rows = [("teacher: " + " + ".join(m.label for m in members), teacher_metrics, teacher_ms, None)]
     for label, run in ((f"twin: {args.twin} (no pseudo-labels)", args.twin), (f"student: {args.name}", args.name)):
-        info = read_json(Path(args.runs_dir) / run / "run.json")
+        info = RunInfo.read(Path(args.runs_dir) / run)
         path = str(Path(args.runs_dir) / run)
         metrics = score_predictions(preds_of(path, args.data), truth)
-        rows.append((label, metrics, ms_per_image(path, args.data), info.get("wall_time_s")))
+        rows.append((label, metrics, ms_per_image(path, args.data), info.wall_time_s))
 
     def total(ms):
         return sum(ms.values())

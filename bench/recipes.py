@@ -10,7 +10,6 @@ rewrites the report. Only the val split is read (no test labels).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.loaders import collate_det
+from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, TASKS
 from workbench.errors import RunError
 from workbench.train.streams import make_batch
@@ -27,17 +27,17 @@ from workbench.train.trainer import DEFAULT_BATCH, Trainer, TrainConfig, train
 METRICS = METRIC_COLUMNS[:3]  # the task metrics, without the score
 
 
-def run_or_reuse(config: TrainConfig) -> dict:
+def run_or_reuse(config: TrainConfig) -> RunInfo:
     """Train a run unless a complete one of that name exists; its run.json."""
     path = Path(config.runs_dir) / config.name
-    if (path / "run.json").exists():
-        info = json.loads((path / "run.json").read_text())
-        if info.get("status") == "complete":
+    if (path / RUN_FILE).exists():
+        info = RunInfo.read(path)
+        if info.status == "complete":
             print(f"reusing {path}")
             return info
     print(f"training {config.name}")
     train(config, overwrite=True)
-    return json.loads((path / "run.json").read_text())
+    return RunInfo.read(path)
 
 
 def step_cost(config: TrainConfig, run_dir: Path, steps: int = 6, warmup: int = 2) -> dict:
@@ -117,27 +117,27 @@ def main(argv=None) -> None:
     for label, slug, how, extra in variants:
         runs.append((label, how, run_or_reuse(TrainConfig(**base, name=f"{args.prefix}-joint-{slug}", **extra))))
     joints = [r for r in runs if r[0].startswith("joint")]
-    best_joint = max(joints, key=lambda r: r[2]["best"]["score"])
-    runs.append((f"headft from {best_joint[2]['run_id']}", f"`wb train headft --from {best_joint[2]['run_id']}`",
-                 run_or_reuse(TrainConfig(data=args.data, recipe="headft", from_run=best_joint[2]["run_id"],
+    best_joint = max(joints, key=lambda r: r[2].best["score"])
+    runs.append((f"headft from {best_joint[2].run_id}", f"`wb train headft --from {best_joint[2].run_id}`",
+                 run_or_reuse(TrainConfig(data=args.data, recipe="headft", from_run=best_joint[2].run_id,
                                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                           runs_dir=args.runs_dir, name=f"{args.prefix}-headft"))))
     cost = step_cost(TrainConfig(**base, name=f"{args.prefix}-stepcost", device="cpu"),
                      Path(args.runs_dir) / f"{args.prefix}-stepcost")
 
-    singles = {r[2]["tasks"][0]: r[2]["best"] for r in runs if r[0].startswith("single")}
+    singles = {r[2].tasks[0]: r[2].best for r in runs if r[0].startswith("single")}
     combined = {k: singles[t][k] for t, (k, _) in zip(TASKS, METRICS)}
     combined["score"] = sum(combined.values()) / 3
     table = ["| recipe | how | Top-1 | mAP50 | mIoU | score | train s |", "|---|---|---|---|---|---|---|"]
     for label, how, info in runs:
-        b = info["best"]
+        b = info.best
         table.append(f"| {label} | {how} | " + " | ".join(cell(b, k) for k, _ in METRICS)
-                     + f" | {cell(b, 'score')} | {info.get('wall_time_s', 0):.0f} |")
+                     + f" | {cell(b, 'score')} | {info.wall_time_s or 0:.0f} |")
     table.append("| three single runs together | (three models) | " + " | ".join(f"{combined[k]:.4f}" for k, _ in METRICS)
                  + f" | {combined['score']:.4f} | {sum(r[2].get('wall_time_s', 0) for r in runs[:3]):.0f} |")
 
     winners = []
-    rows = [(label, info["best"]) for label, _, info in runs] + [("three single runs", combined)]
+    rows = [(label, info.best) for label, _, info in runs] + [("three single runs", combined)]
     for key, title in METRICS:
         label, b = max(((label, b) for label, b in rows if key in b and not label.startswith("three")), key=lambda x: x[1][key])
         winners.append(f"- {title}: **{label}** ({b[key]:.4f}).")

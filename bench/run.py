@@ -32,6 +32,7 @@ from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
 from workbench.data.spec import DatasetSpec
+from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import TASKS
 from workbench.records.tasks import METRIC_COLUMNS
 from workbench.records.ensemble import EnsembleSpec, parse_member
@@ -73,24 +74,24 @@ class Bench:
             print(out.stdout, flush=True)
         return out.stdout or ""
 
-    def train(self, stage: str, name: str, argv: list[str]) -> dict:
+    def train(self, stage: str, name: str, argv: list[str]) -> RunInfo:
         """Train run `name` with `wb <argv> --name name --overwrite` unless a complete run of that name
         was made by the same command; its run.json."""
         run = Path(self.args.runs_dir) / name
         full = [*argv, "--name", name, "--overwrite"]
         shown = "wb " + " ".join(shlex.quote(a) for a in full)
         done = run / COMMAND_FILE
-        if (run / "run.json").exists() and read_json(run / "run.json").get("status") == "complete" \
+        if (run / RUN_FILE).exists() and RunInfo.read(run).status == "complete" \
                 and done.exists() and done.read_text() == " ".join(full):
             print(f"[bench] {stage}: reusing {run}", flush=True)
-            cost = self.times.get(shown, read_json(run / "run.json").get("wall_time_s", 0.0))
+            cost = self.times.get(shown, RunInfo.read(run).wall_time_s or 0.0)
             self.commands.append((stage, shown, cost, True))
         else:
             self.wb_run(stage, full)
             done.write_text(" ".join(full))
             self.times[shown] = self.commands[-1][2]
             write_json(self.times_file, self.times)
-        return read_json(run / "run.json")
+        return RunInfo.read(run)
 
     def seconds(self) -> tuple[float, float]:
         """(seconds spent now, seconds of a cold run: reused stages at what they cost when they ran)."""
@@ -182,7 +183,7 @@ def main(argv=None) -> None:
         return ["--backbone", f"efficientnet_lite{k}", "--pretrained", str(path), "--norm", "0.5,0.5"]
 
     base = ["--data", data, "--img-size", args.img_size]
-    infos: dict[str, dict] = {}
+    infos: dict[str, RunInfo] = {}
     for task in TASKS:
         name = f"{p}-single-{task}"
         infos[name] = b.train(f"single {task}", name, ["train", "single", "--task", task, *base, *weights(0),
@@ -274,13 +275,13 @@ def main(argv=None) -> None:
             for t in TASKS:
                 if t in cost and (served is None or m in served[t].members):
                     ms[t] += cost[t]
-        train_s = sum(read_json(Path(args.runs_dir) / Path(r).name / "run.json").get("wall_time_s", 0) for r in trained)
+        train_s = sum(RunInfo.read(Path(args.runs_dir) / Path(r).name).wall_time_s or 0 for r in trained)
         rows.append((row, val, test[sub], ms, train_s))
         if row == "three single-task models":  # each single model alone on its own task
             for t, key in zip(TASKS, ("cls_top1", "det_map50", "seg_miou")):
                 r = singles[t]
                 rows.append((f"  single {t} ({r})", {key: manifest["val"][r][key]}, {key: test[sub][key]},
-                             {t: ms_per_image(r, data)[t]}, read_json(Path(args.runs_dir) / r / "run.json")["wall_time_s"]))
+                             {t: ms_per_image(r, data)[t]}, RunInfo.read(Path(args.runs_dir) / r).wall_time_s))
 
     table = ["| model | val Top-1 | val mAP50 | val mIoU | val score | test Top-1 | test mAP50 | test mIoU | "
              "test score | train s | ms / image (cls + det + seg) |", "|---" * 11 + "|"]

@@ -6,7 +6,6 @@ of each and the disk size of each cache entry. Writes a markdown report.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from _common import commit, machine  # noqa: E402  (bench/ is the script folder)
 from workbench.predict import PredictConfig, compare_tta, predict_run
+from workbench.records.run_info import RunInfo
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import METRICS, TASKS
 
@@ -118,10 +118,10 @@ def main(argv=None) -> None:
         results.append(run_spec(args.run, args.data, spec))
         print(f"{spec}: {results[-1]['final']} ms {results[-1]['ms']}", file=sys.stderr)
     run_dir = Path("runs") / args.run
-    info = json.loads((run_dir / "run.json").read_text())
+    info = RunInfo.read(run_dir)
     metrics = (run_dir / "metrics.csv").read_text().strip().splitlines()
-    train_lines = [f"`{args.run}`: {info['backbone']}, input sizes {info['img_size']}, "
-                   f"{info.get('wall_time_s')} s of training; config in `runs/{args.run}/config.yaml`.", "",
+    train_lines = [f"`{args.run}`: {info.backbone}, input sizes {info.img_size}, "
+                   f"{info.wall_time_s} s of training; config in `runs/{args.run}/config.yaml`.", "",
                    "```", *metrics, "```"]
     text = report(results, args, train_lines, time.perf_counter() - t0)
     tmp = Path(args.out).with_suffix(".tmp")

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from workbench.errors import RunError
-from workbench.runs_table import COLUMNS, collect_runs, runs_command
+from workbench.cli import main
+from workbench.runs_table import COLUMNS, collect_runs
 
 
 def write_run(runs: Path, run_id: str, data: Path, best: dict | None, **info) -> Path:
@@ -43,7 +44,7 @@ def runs(tmp_path) -> Path:
 
 
 def invoke(args: list[str]) -> str:
-    result = CliRunner().invoke(runs_command, args, catch_exceptions=False)
+    result = CliRunner().invoke(main, ["runs", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -90,6 +91,6 @@ def test_command_json_and_errors(runs, tmp_path):
     assert [r["run"] for r in records] == ["a", "b", "c", "other"]
     assert records[1]["cls_top1"] is None and records[1]["det_map50"] == 0.5
     assert set(records[0]) == set(COLUMNS)
-    result = CliRunner().invoke(runs_command, ["--runs-dir", str(runs), "--sort", "nope"])
+    result = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs), "--sort", "nope"])
     assert result.exit_code == 2 and "seg_miou" in result.output
     assert "no runs" in invoke(["--runs-dir", str(tmp_path / "missing")])

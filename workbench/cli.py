@@ -10,6 +10,7 @@ import click
 
 from workbench.errors import WorkbenchError, WorkbenchWarning
 from workbench.records.tasks import METRIC_COLUMNS, TASKS
+from workbench.runs_table import COLUMNS as RUN_COLUMNS
 
 
 
@@ -164,9 +165,10 @@ def run_recipe(recipe: str, tasks, backbone, pretrained, norm, from_run, kw) -> 
 
 
 def report_run(run_dir: Path) -> None:
-    info = json.loads((run_dir / "run.json").read_text())
-    best = info["best"]
-    click.echo(f"run {run_dir} ({info['wall_time_s']} s); best on val ({best.get('source')}, epoch {best['epoch']}):")
+    from workbench.records.run_info import RunInfo
+    info = RunInfo.read(run_dir)
+    best = info.best
+    click.echo(f"run {run_dir} ({info.wall_time_s} s); best on val ({best.get('source')}, epoch {best['epoch']}):")
     click.echo(format_table([(run_dir.name, best)], "run"))
 
 
@@ -422,13 +424,43 @@ def score_cmd(submissions, data_path, as_json, convention):
         click.echo(f"mIoU: {MIOU_CONVENTIONS[convention]} (--convention {convention})")
 
 
-from workbench.runs_table import runs_command  # noqa: E402  (`wb runs`)
+# -- runs, report -----------------------------------------------------------------------------
+@main.command("runs")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Folder holding the run folders.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+              help="Only runs trained on this dataset.yaml.")
+@click.option("--sort", "sort_by", type=click.Choice(RUN_COLUMNS), default="score", show_default=True,
+              help="Column to sort by (metrics: best first).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records instead of a table.")
+def runs_cmd(runs_dir, data_path, sort_by, as_json):
+    """List the runs with their best val metrics, kind, parents and status."""
+    from workbench.runs_table import collect_runs, format_runs, sort_runs, table_records
+    table = sort_runs(collect_runs(Path(runs_dir), data_path), sort_by)
+    if as_json:
+        click.echo(json.dumps(table_records(table), allow_nan=False))
+    elif table.empty:
+        click.echo(f"no runs in {runs_dir}" + (f" on {data_path}" if data_path else ""))
+    else:
+        click.echo(format_runs(table))
 
-main.add_command(runs_command, "runs")
 
-from workbench.report import report_command  # noqa: E402  (`wb report`)
-
-main.add_command(report_command, "report")
+@main.command("report")
+@click.argument("target")
+@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="HTML file (default: runs/NAME/report.html, ensembles/NAME.html, submissions/NAME/report.html).")
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
+              help="Sample images per task (the first of the split by name).")
+@click.option("--score", "score_test", is_flag=True,
+              help="Submission folder only: add its test score against the sealed truth (as `wb score`).")
+@click.option("--device", default="auto", show_default=True)
+def report_cmd(target, data_path, out, split, samples, score_test, device):
+    """Write a self-contained HTML report on TARGET: a run, an ENSEMBLE.yaml or a submission folder."""
+    from workbench.report import ReportConfig, build_report
+    path = build_report(ReportConfig(target, data_path, out, split, samples, score_test, device), progress=True)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None):

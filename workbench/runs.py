@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench.errors import RunError
-from workbench.io import atomic_path, hash_file, read_json
+from workbench.io import atomic_path, hash_file
 from workbench.models.model import ModelConfig, MultiTaskModel
+from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 
 RUNS_DIR = Path("runs")
 WEIGHTS = "model.safetensors"
@@ -23,7 +24,7 @@ class Run:
     """A run folder and its run.json."""
 
     path: Path
-    info: dict
+    info: RunInfo
 
     @property
     def id(self) -> str:
@@ -36,26 +37,26 @@ class Run:
     @property
     def tasks(self) -> tuple[str, ...]:
         """The tasks the run was trained for (a single-task run serves only its own)."""
-        return tuple(self.info.get("tasks") or ("cls", "det", "seg"))
+        return self.info.tasks
 
     def checkpoint_hash(self) -> str:
         """sha256 of the weights file: what a prediction cache entry is tied to."""
         return hash_file(self.weights)
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.info["model"])
+        return ModelConfig.from_dict(self.info.model)
 
 
 def open_run(ref: str | Path, runs_dir: Path = RUNS_DIR) -> Run:
     """Find a run by folder path or by id under runs_dir; it must have finished writing weights."""
     path = Path(ref)
-    if not (path / "run.json").exists() and (runs_dir / str(ref) / "run.json").exists():
+    if not (path / RUN_FILE).exists() and (runs_dir / str(ref) / RUN_FILE).exists():
         path = runs_dir / str(ref)
-    if not (path / "run.json").exists():
-        raise RunError(f"{path}: not a run folder (no run.json)")
-    info = read_json(path / "run.json")
+    info = RunInfo.read(path)
+    if not info.model:
+        raise RunError(f"{path / RUN_FILE}: no model configuration to rebuild the run from")
     if not (path / WEIGHTS).exists():
-        raise RunError(f"{path}: run has no {WEIGHTS} yet (status: {info.get('status')})")
+        raise RunError(f"{path}: run has no {WEIGHTS} yet (status: {info.status})")
     return Run(path, info)
 
 

@@ -1,39 +1,22 @@
 """The runs table: one row per run folder under `runs/`, read from each folder's run.json.
 
-`collect_runs` is the library function; `runs_command` is the thin `wb runs` command around it.
+`collect_runs` is the library function behind `wb runs` (workbench/cli.py).
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-
-import click
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from workbench.errors import RunError
 from workbench.records.tasks import METRICS as METRIC_KEYS, SCORE
-from workbench.io import read_json
+from workbench.records.run_info import FILE as RUN_FILE, RunInfo
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS = (*METRIC_KEYS.values(), SCORE)  # the columns of run.json's "best"
 COLUMNS = ("run", "kind", "parents", "backbone", "status", *METRICS, "wall_time_s", "created")
-
-
-def read_run_info(path: Path) -> dict:
-    """Read a run.json; raise RunError naming the file if it is not a readable JSON object.
-
-    Args:
-        path: the run.json file.
-    Returns:
-        The parsed object.
-    """
-    try:
-        info = read_json(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: cannot read run.json ({e})") from None
-    if not isinstance(info, dict):
-        raise RunError(f"{path}: run.json holds a {type(info).__name__}, expected an object")
-    return info
 
 
 def read_metric(best: dict, key: str, path: Path) -> float:
@@ -47,7 +30,7 @@ def read_metric(best: dict, key: str, path: Path) -> float:
         raise RunError(f"{path}: best.{key} is {value!r}, expected a number") from None
 
 
-def build_run_row(run_dir: Path, info: dict) -> dict:
+def build_run_row(run_dir: Path, info: RunInfo) -> dict:
     """Turn one run.json into a table row.
 
     Args:
@@ -56,20 +39,20 @@ def build_run_row(run_dir: Path, info: dict) -> dict:
     Returns:
         A dict with the keys of COLUMNS; metrics absent from "best" (or "best" null) are NaN.
     """
-    path = run_dir / "run.json"
-    best = info.get("best") or {}
+    path = run_dir / RUN_FILE
+    best = info.best or {}
     if not isinstance(best, dict):
         raise RunError(f"{path}: best is {best!r}, expected an object or null")
-    wall = info.get("wall_time_s")
-    return {"run": run_dir.name, "kind": info.get("kind"), "parents": ",".join(map(str, info.get("parents") or [])),
-            "backbone": info.get("backbone"), "status": info.get("status"),
+    wall = info.wall_time_s
+    return {"run": run_dir.name, "kind": info.kind, "parents": ",".join(map(str, info.parents)),
+            "backbone": info.backbone, "status": info.status,
             **{key: read_metric(best, key, path) for key in METRICS},
-            "wall_time_s": math.nan if wall is None else float(wall), "created": info.get("created")}
+            "wall_time_s": math.nan if wall is None else float(wall), "created": info.created or None}
 
 
-def uses_data(info: dict, data: Path) -> bool:
+def uses_data(info: RunInfo, data: Path) -> bool:
     """True when run.json's "data" names the same file as `data` (an already resolved path)."""
-    return bool(info.get("data")) and Path(info["data"]).resolve() == data
+    return bool(info.data) and Path(info.data).resolve() == data
 
 
 def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
@@ -85,15 +68,17 @@ def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
         One row per run in folder-name order, columns COLUMNS; metric columns are floats, NaN
         where the run does not report the metric (single-task runs, runs without a best epoch yet).
     """
+    import pandas as pd  # here, so that `wb --help` does not pay for it
+
     runs_dir = Path(runs_dir)
     wanted = Path(data).resolve() if data is not None else None
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if runs_dir.is_dir() else []
     rows = []
     for folder in folders:
-        if not (folder / "run.json").is_file():
+        if not (folder / RUN_FILE).is_file():
             continue
-        info = read_run_info(folder / "run.json")
+        info = RunInfo.read(folder)
         if wanted is None or uses_data(info, wanted):
             rows.append(build_run_row(folder, info))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -125,22 +110,3 @@ def table_records(table: pd.DataFrame) -> list[dict]:
     """The table as a list of JSON-ready dicts, one per run, NaN turned into None."""
     return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
             for row in table.astype(object).to_dict(orient="records")]
-
-
-@click.command("runs")
-@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
-              help="Folder holding the run folders.")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
-              help="Only runs trained on this dataset.yaml.")
-@click.option("--sort", "sort_by", type=click.Choice(COLUMNS), default="score", show_default=True,
-              help="Column to sort by (metrics: best first).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records instead of a table.")
-def runs_command(runs_dir, data_path, sort_by, as_json):
-    """List the runs with their best val metrics, kind, parents and status."""
-    table = sort_runs(collect_runs(Path(runs_dir), data_path), sort_by)
-    if as_json:
-        click.echo(json.dumps(table_records(table), allow_nan=False))
-    elif table.empty:
-        click.echo(f"no runs in {runs_dir}" + (f" on {data_path}" if data_path else ""))
-    else:
-        click.echo(format_runs(table))

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from workbench.cli import main
 from workbench.data.spec import DatasetSpec
 from workbench.io import read_mask
 from workbench.records.ensemble import FusionConfig, Member, parse_member
@@ -28,7 +29,6 @@ from workbench.report import (
     build_report,
     compute_pr_curves,
     find_most_confused,
-    report_command,
     resolve_target,
     spec_from_manifest,
 )
@@ -253,7 +253,7 @@ def test_a_test_score_needs_a_submission(tiny_run, tiny_data, tmp_path):
 # -- the command -----------------------------------------------------------------------------
 def test_command_writes_out_and_defaults_beside_the_run(tiny_run, tiny_data, tmp_path, monkeypatch):
     out = tmp_path / "pages" / "r.html"
-    result = CliRunner().invoke(report_command, [str(tiny_run), "--data", str(tiny_data), "--out", str(out),
+    result = CliRunner().invoke(main, ["report", str(tiny_run), "--data", str(tiny_data), "--out", str(out),
                                                  "--samples", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert out.is_file() and str(out) in result.output
@@ -261,7 +261,7 @@ def test_command_writes_out_and_defaults_beside_the_run(tiny_run, tiny_data, tmp
     # a bare run name resolves under runs/ and the page lands in the run folder (a copy: the fixture stays clean)
     shutil.copytree(tiny_run, tmp_path / "runs" / "copy")
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(report_command, ["copy", "--data", str(tiny_data), "--samples", "0", "--device", "cpu"])
+    result = CliRunner().invoke(main, ["report", "copy", "--data", str(tiny_data), "--samples", "0", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "runs" / "copy" / "report.html").is_file()
     assert "samples" not in read_page(tmp_path / "runs" / "copy" / "report.html").sections
@@ -270,7 +270,7 @@ def test_command_writes_out_and_defaults_beside_the_run(tiny_run, tiny_data, tmp
 
 def test_command_names_a_missing_target_in_one_line(tiny_data, tmp_path):
     missing = str(tmp_path / "runs" / "nope")
-    result = CliRunner().invoke(report_command, [missing, "--data", str(tiny_data)])
+    result = CliRunner().invoke(main, ["report", missing, "--data", str(tiny_data)])
     assert result.exit_code != 0
     assert isinstance(result.exception, WorkbenchError)  # `wb` prints it as one line
     message = str(result.exception)

@@ -58,7 +58,3 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
 def score_predictions(preds: Predictions, gt: GroundTruth, tasks=TASKS, miou: str = "present") -> dict[str, float]:
     """Score soft predictions: their hard decisions (argmax class, boxes in pixels, argmax masks) by `score`."""
     return score(to_submission(preds, [], gt.seg_num_classes), gt, tasks=tasks, miou=miou)
-
-
-def split_ground_truth(spec, split, tasks=TASKS):  # TEMPORARY shim for train/trainer.py; removed in this change
-    return spec.ground_truth(split, tasks)

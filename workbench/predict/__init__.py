@@ -89,7 +89,7 @@ def _prepare(config: PredictConfig):
         spec.raw["unlabeled"] = str(Path(config.unlabeled).resolve())
     tta = parse_tta(config.tta)
     tasks = run.tasks
-    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info["img_size"]).items()
+    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
     expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,

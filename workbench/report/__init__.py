@@ -6,7 +6,7 @@ involved, a confusion matrix (cls), precision-recall curves at IoU 0.5 (det), pe
 embedded as a `data:` URI, so the file can be mailed or archived alone. Predictions come from the
 runs' prediction caches (`predict_run`), so a second report of the same target is quick.
 
-`build_report(ReportConfig)` is the library function; `report_command` is the thin `wb report`.
+`build_report(ReportConfig)` is the library function behind `wb report` (workbench/cli.py).
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import click
 import numpy as np
 from sklearn.metrics import confusion_matrix as cls_confusion_matrix
 
@@ -488,21 +487,4 @@ def build_report(config: ReportConfig, progress: bool = False) -> Path:
     return out
 
 
-@click.command("report")
-@click.argument("target")
-@click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
-@click.option("--out", type=click.Path(dir_okay=False),
-              help="HTML file (default: runs/NAME/report.html, ensembles/NAME.html, submissions/NAME/report.html).")
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
-@click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
-              help="Sample images per task (the first of the split by name).")
-@click.option("--score", "score_test", is_flag=True,
-              help="Submission folder only: add its test score against the sealed truth (as `wb score`).")
-@click.option("--device", default="auto", show_default=True)
-def report_command(target, data_path, out, split, samples, score_test, device):
-    """Write a self-contained HTML report on TARGET: a run, an ENSEMBLE.yaml or a submission folder."""
-    path = build_report(ReportConfig(target, data_path, out, split, samples, score_test, device), progress=True)
-    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-
-__all__ = ["ReportConfig", "Target", "build_report", "resolve_target", "spec_from_manifest", "report_command"]
+__all__ = ["ReportConfig", "Target", "build_report", "resolve_target", "spec_from_manifest"]
