@@ -29,13 +29,12 @@ from PIL import Image
 
 from workbench.data.spec import DatasetSpec, list_images
 from workbench.records.tasks import TASKS
-from workbench.ensemble.members import member_tasks
+from workbench.ensemble.members import member_predictions, member_tasks
 from workbench.ensemble.spec import blend_spec
 from workbench.records.ensemble import EnsembleSpec
 from workbench.errors import WorkbenchError
 from workbench.io import atomic_dir, hash_file, write_json, write_yaml
 from workbench.metrics.det import evaluate_detections
-from workbench.predict import PredictConfig, predict_run
 from workbench.records import Predictions, seg_logits_to_mask, to_submission
 from workbench.runs import RUNS_DIR
 
@@ -145,13 +144,10 @@ def f1_threshold(gt: dict, detections: list[dict]) -> tuple[float, float]:
 
 def teacher_predictions(config: DistillConfig, split: str, route=None) -> Predictions:
     """The teacher's blended predictions of a split (members predicted or read from their caches)."""
-    preds = {}
-    for m in config.ensemble.members():
-        preds[m] = predict_run(PredictConfig(m.run, config.data, split, config.device, tta=m.tta,
-                                             route=tuple(sorted(route.items())) if route else None,
-                                             unlabeled=config.unlabeled if split == "unlabeled" else None),
-                               progress=True)[0]
-    return blend_spec(config.ensemble, preds)
+    members = config.ensemble.members()
+    preds = member_predictions(members, config.data, split, config.device, progress=True, route=route,
+                               unlabeled=config.unlabeled if split == "unlabeled" else None)
+    return blend_spec(config.ensemble, dict(zip(members, preds)))
 
 
 def soft_probs(logits: np.ndarray) -> np.ndarray:

@@ -9,10 +9,17 @@ from workbench.runs import open_run
 
 
 def member_predictions(members: list[Member], data: str, split: str, device: str = "auto",
-                       progress: bool = False) -> list[Predictions]:
-    """Each member's predictions on a split, from its cache entry (predicting where none is valid)."""
-    return [predict_run(PredictConfig(m.run, data, split, device, tta=m.tta), progress=progress)[0]
-            for m in members]
+                       progress: bool = False, route: dict[str, str] | None = None,
+                       unlabeled: str | None = None) -> list[Predictions]:
+    """Each member's predictions on a split, from its cache entry (predicting where none is valid).
+
+    Args:
+        route, unlabeled: for the "unlabeled" split, which images each task gets and another folder
+            of unlabelled images (see PredictConfig).
+    """
+    routing = tuple(sorted(route.items())) if route else None
+    return [predict_run(PredictConfig(m.run, data, split, device, tta=m.tta, route=routing, unlabeled=unlabeled),
+                        progress=progress)[0] for m in members]
 
 
 def member_tasks(member: Member) -> tuple[str, ...]:

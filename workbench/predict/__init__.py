@@ -61,6 +61,11 @@ def cache_dir(run: Run, split: str, tta_key: str) -> Path:
     return run.path / "preds" / split / tta_key
 
 
+def cache_entry(config: PredictConfig) -> Path:
+    """The cache folder a prediction request reads or writes."""
+    return cache_dir(open_run(config.run), config.split, parse_tta(config.tta).key)
+
+
 def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
     """The cached predictions if the entry exists and its identity matches `expect`'s, else None
     (an unreadable meta.json too: the entry is rebuilt)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from workbench.data.spec import DatasetSpec
 from workbench.records.tasks import TASKS
-from workbench.ensemble.members import member_tasks
+from workbench.ensemble.members import member_predictions, member_tasks
 from workbench.records.ensemble import EnsembleSpec, Member
 from workbench.ensemble.spec import blend_spec
 from workbench.errors import SubmissionError
@@ -25,7 +25,7 @@ from workbench.formats import get_format, polygon_roundtrip_miou, validate_submi
 from workbench.formats.allinone import IDS_HELP
 from workbench.io import atomic_dir, hash_file, write_json
 from workbench.metrics.scoring import score_predictions
-from workbench.predict import PredictConfig, predict_run
+from workbench.predict import PredictConfig, cache_entry
 from workbench.records import Predictions, to_submission
 from workbench.records.cache_meta import CacheMeta
 
@@ -47,11 +47,11 @@ class SubmitConfig:
 
 def predict_members(members: list[Member], data: str, split: str, device: str, progress: bool
                     ) -> tuple[dict[Member, Predictions], list[dict]]:
-    """Each member's predictions on a split (from the cache when it is valid) and a record of each."""
-    preds, records = {}, []
+    """Each member's predictions on a split (from the cache when it is valid) and a record of each cache entry."""
+    preds = dict(zip(members, member_predictions(members, data, split, device, progress)))
+    records = []
     for m in members:
-        p, folder, _ = predict_run(PredictConfig(m.run, data, split, device, tta=m.tta), progress=progress)
-        preds[m] = p
+        folder = cache_entry(PredictConfig(m.run, data, split, device, tta=m.tta))
         meta = CacheMeta.read(folder)
         records.append({"member": m.ref, "run": Path(m.run).name, "tta": m.tta, "cache": str(folder),
                         "checkpoint_sha256": meta.checkpoint, "data_sha256": meta.data})
