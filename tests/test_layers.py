@@ -70,7 +70,7 @@ def test_imports_only_go_down():
     ("metrics/scoring.py", "formats", "from workbench.formats.base import SubmissionFormat"),  # metrics <-> formats
     ("formats/polygons.py", "score", "from workbench.score import score_submission"),
     ("models/inference.py", "formats", "import workbench.formats"),  # models reaching formats
-    ("data/pseudo.py", "models", "from workbench.models.model import MultiTaskModel"),  # data -> models
+    ("data/loaders.py", "models", "from workbench.models.model import MultiTaskModel"),  # data -> models
     ("records/tasks.py", "data", "from workbench.data.spec import DatasetSpec"),
     ("data/spec.py", "metrics", "from workbench.metrics.seg import mean_iou"),  # same layer, sideways
 ])

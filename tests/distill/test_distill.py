@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.data.pseudo import SoftClsDataset, letterbox_soft
+from workbench.train.pseudo import SoftClsDataset, letterbox_soft
 from workbench.data.spec import DatasetSpec
 from workbench.distill import DistillConfig, DistillError, distill, f1_threshold, guard_against_test
 from workbench.records.ensemble import Member

@@ -84,7 +84,7 @@ def test_port_agrees_on_real_labels(tmp_path):
     ours = score(back, spec.ground_truth("val"), miou="organisers")
 
     cls_gt = organisers_eval.write_cls_truth({s.name: s.label for s in spec.cls_samples("val")}, tmp_path / "cls.txt")
-    det_gt = spec.root / spec.raw["det"]["val"]["annotations"]
+    det_gt = spec.split_paths("det", "val")["annotations"]
     assert read_coco(det_gt)["images"]  # the organisers' annotation file of these images: ids as written
     masks = spec.seg_samples("val")[0].mask.parent
     acc, ap, miou, _ = organisers_eval.main(tmp_path / "submission.json", cls_gt, str(det_gt), str(masks),

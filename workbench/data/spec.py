@@ -153,10 +153,12 @@ class DatasetSpec:
         route: which images of the `unlabeled` folder serve which task, as the split "unlabeled"
             reads them: task -> file-name glob patterns joined by "|" (e.g. {"cls": "crop_*",
             "seg": "scene_*"}); a task not named gets none; None: every image for every task.
+        unlabeled: a folder of unlabelled images to use instead of the data set's `unlabeled`.
     """
 
-    def __init__(self, path: str | Path, route: dict[str, str] | None = None):
+    def __init__(self, path: str | Path, route: dict[str, str] | None = None, unlabeled: str | Path | None = None):
         self.route = dict(route) if route is not None else None
+        self.unlabeled_dir = Path(unlabeled).resolve() if unlabeled else None
         self.path = Path(path).resolve()
         if not self.path.is_file():
             raise DataError(self.path, "dataset file not found")
@@ -178,6 +180,25 @@ class DatasetSpec:
             raise DataError(self.path, f"{task} has no '{split}' split")
         return section[split]
 
+    def has_split(self, task: str, split: str) -> bool:
+        """True when dataset.yaml names `split` for `task`."""
+        return isinstance(self.raw[task], dict) and split in self.raw[task]
+
+    def split_paths(self, task: str, split: str) -> Path | dict[str, Path]:
+        """Where a split lives, resolved: a folder or file (cls, test), or {"images", "annotations"|"masks"}.
+
+        Raises:
+            DataError: the task has no such split.
+        """
+        entry = self._entry(task, split)
+        if isinstance(entry, dict):
+            return {k: self._resolve(v) for k, v in entry.items()}
+        return self._resolve(entry)
+
+    def classes_file(self, task: str) -> Path:
+        """The classes.txt of cls or seg."""
+        return self._resolve(self.raw[task]["classes"])
+
     def _resolve(self, rel: str) -> Path:
         return (self.root / rel).resolve()
 
@@ -185,12 +206,12 @@ class DatasetSpec:
     @cached_property
     def cls_classes(self) -> list[str]:
         """Classification class names, index order."""
-        return read_classes(self._resolve(self.raw["cls"]["classes"]))
+        return read_classes(self.classes_file("cls"))
 
     @cached_property
     def seg_classes(self) -> list[str]:
         """Segmentation class names, index order."""
-        return read_classes(self._resolve(self.raw["seg"]["classes"]))
+        return read_classes(self.classes_file("seg"))
 
     @property
     def ignore_index(self) -> int:
@@ -303,9 +324,9 @@ class DatasetSpec:
 
     def unlabeled_images(self, task: str | None = None) -> list[Path]:
         """Images of the `unlabeled` folder (those routed to `task` when given; see `route`)."""
-        if "unlabeled" not in self.raw:
+        if self.unlabeled_dir is None and "unlabeled" not in self.raw:
             raise DataError(self.path, "the data set has no 'unlabeled' folder")
-        images = list_images(self._resolve(self.raw["unlabeled"]))
+        images = list_images(self.unlabeled_dir or self._resolve(self.raw["unlabeled"]))
         if task is None or self.route is None:
             return images
         patterns = [p for p in self.route.get(task, "").split("|") if p]

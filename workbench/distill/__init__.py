@@ -74,7 +74,7 @@ def test_image_hashes(spec: DatasetSpec) -> dict[str, Path]:
     out = {}
     for task in TASKS:
         try:
-            folder = spec._resolve(spec._entry(task, "test"))
+            folder = spec.split_paths(task, "test")
         except WorkbenchError:
             continue
         out.update(content_hashes(list_images(folder)))
@@ -173,16 +173,14 @@ def write_pseudo_dataset(out: Path, spec: DatasetSpec, preds: Predictions, unlab
     original data set, so `wb data check` and training read it like any other.
     """
     with atomic_dir(out) as tmp:
-        entry = {"name": f"{spec.name}-pseudo", "cls": {"classes": str(spec._resolve(spec.raw["cls"]["classes"]))},
-                 "det": {}, "seg": {"classes": str(spec._resolve(spec.raw["seg"]["classes"])),
-                                    "ignore_index": spec.ignore_index}}
+        entry = {"name": f"{spec.name}-pseudo", "cls": {"classes": str(spec.classes_file("cls"))},
+                 "det": {}, "seg": {"classes": str(spec.classes_file("seg")), "ignore_index": spec.ignore_index}}
         for task in TASKS:  # val and test: the original data set's
             for split in ("val", "test"):
-                raw = spec.raw[task].get(split)
-                if isinstance(raw, dict):
-                    entry[task][split] = {k: str(spec._resolve(v)) for k, v in raw.items()}
-                elif raw is not None:
-                    entry[task][split] = str(spec._resolve(raw))
+                if spec.has_split(task, split):
+                    paths = spec.split_paths(task, split)
+                    entry[task][split] = ({k: str(v) for k, v in paths.items()} if isinstance(paths, dict)
+                                          else str(paths))
         # cls: ImageFolder by the teacher's argmax, soft probabilities beside
         cls_samples = unlabeled.cls_samples("unlabeled")
         for s in cls_samples:
@@ -239,9 +237,7 @@ def distill(config: DistillConfig, progress: bool = True) -> tuple[Path, Path]:
     from workbench.train.trainer import TrainConfig, train
 
     spec = DatasetSpec(config.data)
-    unlabeled = DatasetSpec(config.data, config.route)
-    if config.unlabeled:
-        unlabeled.raw["unlabeled"] = str(Path(config.unlabeled).resolve())
+    unlabeled = DatasetSpec(config.data, config.route, config.unlabeled)
     routed = sorted({p for t in TASKS for p in unlabeled.unlabeled_images(t)})
     if not routed:
         raise DistillError(f"{spec.path}: no unlabelled image is routed to any task (route {config.route})")

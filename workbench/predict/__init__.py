@@ -89,9 +89,7 @@ def _prepare(config: PredictConfig):
     if config.split not in ("train", "val", "test", "unlabeled"):
         raise RunError(f"unknown split {config.split!r} (train, val, test or unlabeled)")
     run = open_run(config.run)
-    spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None)
-    if config.unlabeled:
-        spec.raw["unlabeled"] = str(Path(config.unlabeled).resolve())
+    spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None, config.unlabeled)
     tta = parse_tta(config.tta)
     tasks = run.tasks
     datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size).items()

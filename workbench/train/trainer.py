@@ -257,7 +257,7 @@ def build_pseudo_sets(spec: DatasetSpec, config: TrainConfig, tasks, augment) ->
     """task -> the pseudo-labelled data set trained on beside its own ({} without config.pseudo)."""
     if not config.pseudo:
         return {}
-    from workbench.data.pseudo import build_pseudo_datasets
+    from workbench.train.pseudo import build_pseudo_datasets
     sets = build_pseudo_datasets(config.pseudo, config.img_size, spec.det_category_ids, spec.ignore_index, augment)
     return {t: ds for t, ds in sets.items() if t in tasks}
 

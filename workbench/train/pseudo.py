@@ -104,5 +104,5 @@ def build_pseudo_datasets(path: str, sizes: dict[str, int], category_ids, ignore
     build = {"cls": lambda: SoftClsDataset(spec, sizes["cls"], augment.get("cls")),
              "det": lambda: DetDataset(spec.det_samples("train"), sizes["det"], category_ids, augment.get("det")),
              "seg": lambda: SoftSegDataset(spec, sizes["seg"], ignore_index)}
-    out = {t: make() for t, make in build.items() if "train" in spec.raw[t]}  # no train entry: no image routed
+    out = {t: make() for t, make in build.items() if spec.has_split(t, "train")}  # no train entry: no image routed
     return {t: ds for t, ds in out.items() if len(ds)}
