@@ -195,7 +195,7 @@ def train(ctx, resume_run):
 @recipe_options
 def train_joint_cmd(backbone, pretrained, norm, **kw):
     """All three tasks on one backbone."""
-    run_recipe("joint", ("cls", "det", "seg"), backbone, pretrained, norm, None, kw)
+    run_recipe("joint", TASKS, backbone, pretrained, norm, None, kw)
 
 
 @train.command("single")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-import workbench.predict as predict_stage
+import workbench.predict.cache as predict_stage
 from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError
 from workbench.metrics.scoring import score_predictions
-from workbench.predict import PredictConfig, predict_run
+from workbench.predict import PredictConfig, compare_tta, predict_run
 from workbench.records.cache_meta import CACHE_VERSION, CacheMeta
 
 
@@ -116,7 +116,7 @@ def test_identity_views_reproduce_plain_prediction(run_copy, tiny_data):
 
 
 def test_compare_tta_rows(run_copy, tiny_data):
-    rows = dict(predict_stage.compare_tta(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu", tta="hflip@det+seg"),
+    rows = dict(compare_tta(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu", tta="hflip@det+seg"),
                                           progress=False))
     assert set(rows) == {"id", "hflip", "fused (cls-none__det-hflip__seg-hflip)"}
     assert set(rows["hflip"]) >= {"det_map50", "seg_miou"} and "cls_top1" not in rows["hflip"]

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import yaml
 
-import workbench.submit as submit_stage
+import workbench.submit.submission as submit_stage
 from workbench.records.ensemble import FusionConfig, Member
 from workbench.ensemble.spec import equal_spec
 from workbench.errors import DataError, SubmissionError

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
+from workbench.records.tasks import TASKS
 from workbench.data.transforms import Letterbox
 from workbench.models.losses import decode_detections
 from workbench.records.predictions import DetBoxes, Predictions, reduced_size
@@ -136,7 +137,7 @@ def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torc
     """
     views = views or {}
     out, timings = {}, {}
-    for task in [t for t in ("cls", "det", "seg") if t in datasets]:
+    for task in [t for t in TASKS if t in datasets]:
         t = time.perf_counter()
         v = tuple(views.get(task, IDENTITY))
         if task == "cls":

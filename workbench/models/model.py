@@ -16,7 +16,7 @@ from torch import nn
 
 from workbench.errors import RunError
 from workbench.models.heads import FPN, AttentionPoolHead, CenterHead, SemanticHead
-from workbench.records.tasks import DET_STRIDE
+from workbench.records.tasks import DET_STRIDE, TASKS
 
 
 
@@ -147,7 +147,7 @@ class MultiTaskModel(nn.Module):
         # inference 1.5x faster than in NCHW (oneDNN); on a GPU it is what AMP's tensor cores want.
         self.to(memory_format=torch.channels_last)
 
-    def forward(self, images: torch.Tensor, tasks: Sequence[str] = ("cls", "det", "seg")) -> dict:
+    def forward(self, images: torch.Tensor, tasks: Sequence[str] = TASKS) -> dict:
         """Run the tasks asked.
 
         Args:

@@ -15,6 +15,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from workbench.records.tasks import TASKS
+
 
 @dataclass(frozen=True)
 class ViewEntry:
@@ -63,7 +65,7 @@ class View:
     """
 
     key = "id"
-    tasks: tuple[str, ...] = ("cls", "det", "seg")
+    tasks: tuple[str, ...] = TASKS
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """(H, W) of the augmented batch for an input batch of (H, W)."""
@@ -175,7 +177,7 @@ class Compose(View):
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        return tuple(t for t in ("cls", "det", "seg") if all(t in v.tasks for v in self.views))
+        return tuple(t for t in TASKS if all(t in v.tasks for v in self.views))
 
     def output_size(self, size):
         for v in self.views:

@@ -1,0 +1,135 @@
+"""A run's predictions on a split under a TTA spec, cached in `runs/<run>/preds/<split>/<tta-key>/`.
+
+An entry is written to a temporary folder and renamed when complete, and is reused only when its
+`meta.json` (records.cache_meta.CacheMeta) matches the checkpoint hash, split, TTA key and data
+fingerprint of the request. The views of one task are fused like ensemble members (mean
+probabilities, weighted boxes fusion, mean segmentation probabilities) before the entry is written."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from workbench.data.loaders import build_datasets
+from workbench.data.spec import DatasetSpec
+from workbench.errors import DataError
+from workbench.errors import RunError
+from workbench.fuse import blend
+from workbench.io import atomic_dir
+from workbench.models.inference import merge_tasks, predict_all
+from workbench.models.model import resolve_device
+from workbench.records import Predictions
+from workbench.records.cache_meta import CacheMeta
+from workbench.records.tasks import TASKS
+from workbench.runs import Run, load_model, open_run
+from workbench.tta.spec import TTASpec, parse_tta
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """What to predict: a run, a data set, a split (train, val, test or unlabeled) and a TTA spec.
+
+    route: for the "unlabeled" split, which of its images each task gets (see DatasetSpec).
+    """
+
+    run: str
+    data: str
+    split: str = "val"
+    device: str = "auto"
+    batch_size: int = 16
+    tta: str = "none"
+    route: tuple[tuple[str, str], ...] | None = None  # (task, patterns) pairs: hashable
+    unlabeled: str | None = None  # another folder of unlabelled images than the data set's
+
+
+def data_fingerprint(samples: dict) -> str:
+    """sha256 over each task's image names and byte sizes: changes when the images of a split change."""
+    h = hashlib.sha256()
+    for task in [t for t in TASKS if t in samples]:
+        for s in samples[task]:
+            h.update(f"{task}/{s.name}/{s.path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def cache_dir(run: Run, split: str, tta_key: str) -> Path:
+    return run.path / "preds" / split / tta_key
+
+
+def cache_entry(config: PredictConfig) -> Path:
+    """The cache folder a prediction request reads or writes."""
+    return cache_dir(open_run(config.run), config.split, parse_tta(config.tta).key)
+
+
+def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
+    """The cached predictions if the entry exists and its identity matches `expect`'s, else None
+    (an unreadable meta.json too: the entry is rebuilt)."""
+    folder = cache_dir(run, expect.split, expect.tta)
+    try:
+        meta = CacheMeta.read(folder)
+    except DataError:
+        return None
+    if meta.identity() != expect.identity():
+        return None
+    return Predictions.load(folder, meta.sizes)
+
+
+def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
+    """Fuse each task's views (a single view passes through unchanged)."""
+    fused = {t: (views[0] if len(views) == 1 else blend(views, tasks=(t,))) for t, views in per_task.items()}
+    return merge_tasks(*(fused.get(t, Predictions()) for t in TASKS))
+
+
+def prepare_request(config: PredictConfig):
+    """Open what a request names: (run, data set, TTA spec, per-task datasets, the CacheMeta it expects)."""
+    if config.split not in ("train", "val", "test", "unlabeled"):
+        raise RunError(f"unknown split {config.split!r} (train, val, test or unlabeled)")
+    run = open_run(config.run)
+    spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None, config.unlabeled)
+    tta = parse_tta(config.tta)
+    tasks = run.tasks
+    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size).items()
+                if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
+    samples = {t: ds.samples for t, ds in datasets.items()}
+    expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,
+                       data=data_fingerprint(samples))
+    return run, spec, tta, datasets, expect
+
+
+def task_views(tta: TTASpec) -> dict:
+    """task -> the views of that task under the spec."""
+    return {t: tta.views(t) for t in TASKS}
+
+
+def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictions, Path, bool]:
+    """Predict (or reuse the cache of) one run on one split under one TTA spec.
+
+    Returns:
+        (predictions, cache folder, True if the cache was reused).
+    """
+    run, spec, tta, datasets, expect = prepare_request(config)
+    folder = cache_dir(run, config.split, tta.key)
+    cached = load_cached(run, expect)
+    if cached is not None:
+        return cached, folder, True
+
+    device = resolve_device(config.device)
+    model = load_model(run, device)
+    per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
+                                    task_views(tta))
+    preds = fuse_views(per_task)
+    # what the cache holds, float16 logits, is what every caller sees: a fresh entry and a reused
+    # one give the same masks to the last pixel
+    preds.seg = {n: v.astype(np.float16) for n, v in preds.seg.items()}
+    counts = {t: len(ds) for t, ds in datasets.items()}
+    with atomic_dir(folder) as tmp:
+        preds.save(tmp)
+        replace(expect, run=run.id, data_file=str(spec.path), tta_spec=config.tta,
+                views={t: [v.key for v in vs] for t, vs in task_views(tta).items()},
+                images={t: [s.name for s in ds.samples] for t, ds in datasets.items()},
+                tasks=list(datasets), sizes={t: {k: list(v) for k, v in preds.sizes[t].items()} for t in TASKS},
+                device=str(device), timings=timings,
+                ms_per_image={t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in datasets},
+                ).write(tmp)
+    return preds, folder, False
