@@ -19,7 +19,7 @@ import torch
 from _common import header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.loaders import collate_det
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
-from workbench.records.tasks import METRIC_COLUMNS, TASKS
+from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
 from workbench.errors import RunError
 from workbench.train.streams import make_batch
 from workbench.train.trainer import DEFAULT_BATCH, Trainer, TrainConfig, train
@@ -141,7 +141,7 @@ def main(argv=None) -> None:
     for key, title in METRICS:
         label, b = max(((label, b) for label, b in rows if key in b and not label.startswith("three")), key=lambda x: x[1][key])
         winners.append(f"- {title}: **{label}** ({b[key]:.4f}).")
-    multi = [(label, b) for label, b in rows if "cls_top1" in b and "det_map50" in b and "seg_miou" in b]
+    multi = [(label, b) for label, b in rows if all(METRIC_KEYS[t] in b for t in TASKS)]
     label, b = max(multi, key=lambda x: x[1]["score"])
     winners.append(f"- Combined score of one model: **{label}** ({b['score']:.4f}); the three single-task models "
                    f"together score {combined['score']:.4f} at three times the inference cost.")

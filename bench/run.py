@@ -34,7 +34,7 @@ from ensemble import wbf_cost
 from workbench.data.spec import DatasetSpec
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import TASKS
-from workbench.records.tasks import METRIC_COLUMNS
+from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS
 from workbench.records.ensemble import EnsembleSpec, parse_member
 from workbench.io import read_json, write_json
 from workbench.metrics.det import map50
@@ -278,7 +278,7 @@ def main(argv=None) -> None:
         train_s = sum(RunInfo.read(Path(args.runs_dir) / Path(r).name).wall_time_s or 0 for r in trained)
         rows.append((row, val, test[sub], ms, train_s))
         if row == "three single-task models":  # each single model alone on its own task
-            for t, key in zip(TASKS, ("cls_top1", "det_map50", "seg_miou")):
+            for t, key in METRIC_KEYS.items():
                 r = singles[t]
                 rows.append((f"  single {t} ({r})", {key: manifest["val"][r][key]}, {key: test[sub][key]},
                              {t: ms_per_image(r, data)[t]}, RunInfo.read(Path(args.runs_dir) / r).wall_time_s))

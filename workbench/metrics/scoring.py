@@ -34,12 +34,12 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
     out: dict[str, float] = {}
     if "cls" in tasks:
         names = list(gt.cls)
-        out["cls_top1"] = top1_accuracy([sub.cls.get(n, -1) for n in names], [gt.cls[n] for n in names])
+        out[METRICS["cls"]] = top1_accuracy([sub.cls.get(n, -1) for n in names], [gt.cls[n] for n in names])
     if "det" in tasks:
         ids = {im["file_name"]: im["id"] for im in gt.det["images"]}
         dets = [{"image_id": ids[d["image"]], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
                 for d in sub.det if d["image"] in ids]
-        out["det_map50"] = map50(gt.det, dets)
+        out[METRICS["det"]] = map50(gt.det, dets)
     if "seg" in tasks:
         ev = SegEvaluator(gt.seg_num_classes, gt.ignore_index)
         for name, mask_path in gt.seg.items():
@@ -50,7 +50,7 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
             if pred.shape != target.shape:
                 raise DataError(mask_path, f"predicted mask of {name} is {pred.shape}, truth is {target.shape}")
             ev.process(pred, target)
-        out["seg_miou"] = ev.evaluate(miou)["miou"]
+        out[METRICS["seg"]] = ev.evaluate(miou)["miou"]
     out[SCORE] = float(np.mean([out[METRICS[t]] for t in tasks]))
     return out
 
