@@ -33,8 +33,7 @@ from distill import ms_per_image
 from ensemble import wbf_cost
 from workbench.data.spec import DatasetSpec
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
-from workbench.records.tasks import TASKS
-from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS
+from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
 from workbench.records.ensemble import EnsembleSpec, parse_member
 from workbench.io import read_json, write_json
 from workbench.metrics.det import map50
