@@ -108,3 +108,45 @@ def test_evaluator_matches_hand_value():
         ev.process("d.jpg", 400, 300, [[0, 0, 5, 5]], [1], [], [], [])
     ev.reset()
     assert math.isnan(ev.evaluate()["map50"])
+
+
+def random_case(seed: int, n_images: int = 60, n_cats: int = 4) -> tuple[dict, list[dict]]:
+    """Ground truth with crowd boxes, images without boxes and a category without any ground truth;
+    detections near the truth and at random."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 10 * i + 3, "file_name": f"{i}.jpg", "width": 400, "height": 300} for i in range(n_images)]
+    annotations, detections = [], []
+    for im in images:
+        for _ in range(int(rng.integers(0, 5))):
+            x, y, w, h = rng.uniform(0, 300), rng.uniform(0, 200), rng.uniform(4, 90), rng.uniform(4, 90)
+            cat = int(rng.integers(1, n_cats))  # category n_cats never has ground truth
+            annotations.append({"id": len(annotations) + 1, "image_id": im["id"], "category_id": cat,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.1)})
+            if rng.random() < 0.8:
+                detections.append({"image_id": im["id"], "category_id": cat, "score": float(rng.random()),
+                                   "bbox": [x + rng.normal(0, 4), y + rng.normal(0, 4), w * rng.uniform(0.8, 1.2), h]})
+        for _ in range(int(rng.integers(0, 20))):
+            detections.append({"image_id": im["id"], "category_id": int(rng.integers(1, n_cats + 1)),
+                               "score": float(rng.random()), "bbox": [rng.uniform(0, 300), rng.uniform(0, 200),
+                                                                      rng.uniform(4, 90), rng.uniform(4, 90)]})
+    categories = [{"id": c, "name": f"c{c}"} for c in range(1, n_cats + 1)]
+    return {"images": images, "annotations": annotations, "categories": categories}, detections
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_faster_coco_eval_gives_pycocotools_map50(seed):
+    gt, detections = random_case(seed)
+    reference = map50(gt, detections)
+    assert 0 < reference < 1
+    assert map50(gt, detections, backend="faster-coco-eval") == reference  # to the last digit
+    subset = detections[: len(detections) // 3]
+    assert map50(gt, subset, backend="faster-coco-eval") == map50(gt, subset)
+
+
+def test_faster_backend_keeps_the_edge_cases():
+    gt, _ = random_case(0)
+    assert map50(gt, [], backend="faster-coco-eval") == 0.0
+    empty = {**gt, "annotations": []}
+    assert math.isnan(map50(empty, [], backend="faster-coco-eval"))
+    with pytest.raises(ValueError, match="backend"):
+        map50(gt, [], backend="detectron2")

@@ -124,7 +124,7 @@ class TaskScorer:
             for (x1, y1, x2, y2), s, lab in zip(fused.boxes.tolist(), fused.scores.tolist(), fused.labels.tolist()):
                 dets.append({"image_id": self.images[i]["id"], "category_id": int(lab),
                              "bbox": [x1 * wd, y1 * h, (x2 - x1) * wd, (y2 - y1) * h], "score": float(s)})
-        return map50(gt, dets)
+        return map50(gt, dets, backend="faster-coco-eval")  # the same AP as pycocotools, ~10x faster
 
     def _score_seg(self, w, subset, fusion):
         w = w / w.sum()

@@ -10,6 +10,9 @@ Edge cases decided here:
 - no ground-truth box at all: NaN. There is nothing to find, so the score is undefined (COCOeval
   itself returns -1). NaN rather than 0.0 so that a misconfigured validation set poisons the mean
   score visibly instead of reading as "the model found nothing".
+Backends: "pycocotools" (the reference: `wb score` and training use it) and "faster-coco-eval" (the
+same matching and accumulation in C++, the same AP to the last digit, about 10x faster; ensemble
+search scores its candidate blends with it). tests/metrics/test_det.py shows they agree.
 """
 from __future__ import annotations
 
@@ -84,9 +87,28 @@ def evaluate_detections(gt: dict, detections: list[dict]) -> COCOeval | None:
     return evaluator
 
 
-def _run_cocoeval(gt: dict, detections: list[dict]) -> COCOeval | None:
+def _evaluate_faster(gt: dict, detections: list[dict]):
+    """faster-coco-eval's COCOeval_faster, evaluated (not accumulated); None when there are no detections."""
+    from faster_coco_eval import COCO as FasterCOCO, COCOeval_faster  # imported where used: a C++ extension
+
+    gt = _build_gt(gt)
+    results = _build_results(gt, detections)
+    if not results:
+        return None
+    coco_gt = FasterCOCO(gt)
+    evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), iouType="bbox", print_function=lambda *a: None)
+    evaluator.evaluate()
+    return evaluator
+
+
+BACKENDS = {"pycocotools": evaluate_detections, "faster-coco-eval": _evaluate_faster}
+
+
+def _run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools"):
     """Evaluate, accumulate and summarise silently; None when there are no detections."""
-    evaluator = evaluate_detections(gt, detections)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown mAP backend {backend!r}; known: {', '.join(BACKENDS)}")
+    evaluator = BACKENDS[backend](gt, detections)
     if evaluator is not None:
         with contextlib.redirect_stdout(io.StringIO()):
             evaluator.accumulate()
@@ -111,19 +133,19 @@ def _has_gt(gt: dict) -> bool:
     return any(not ann.get("iscrowd", 0) for ann in gt["annotations"])
 
 
-def _evaluate(gt: dict, detections: list[dict]) -> tuple[float, dict[int, float]]:
+def _evaluate(gt: dict, detections: list[dict], backend: str = "pycocotools") -> tuple[float, dict[int, float]]:
     """Return (mAP50, {category_id: AP50}) following the module's edge-case rules."""
     cat_ids = [int(c["id"]) for c in gt["categories"]]
     if not _has_gt(gt):
         return float("nan"), {c: float("nan") for c in cat_ids}
-    evaluator = _run_cocoeval(gt, detections)
+    evaluator = _run_cocoeval(gt, detections, backend)
     if evaluator is None:
         counted = {int(a["category_id"]) for a in gt["annotations"] if not a.get("iscrowd", 0)}
         return 0.0, {c: (0.0 if c in counted else float("nan")) for c in cat_ids}
     return float(evaluator.stats[1]), ap50_from_eval(evaluator)
 
 
-def map50(gt: dict, detections: list[dict]) -> float:
+def map50(gt: dict, detections: list[dict], backend: str = "pycocotools") -> float:
     """Return COCO AP at IoU 0.5 averaged over categories with ground truth.
 
     Args:
@@ -132,14 +154,15 @@ def map50(gt: dict, detections: list[dict]) -> float:
             Not modified.
         detections: COCO results [{"image_id": int, "category_id": int, "bbox": [x, y, w, h] pixels,
             "score": float}]. Not modified.
+        backend: "pycocotools" (the reference) or "faster-coco-eval" (same value, about 10x faster).
 
     Returns:
         mAP50 in [0, 1] (COCOeval's stats[1]); 0.0 with no detections; NaN with no ground-truth box.
 
     Raises:
-        ValueError: a detection names an image or category absent from `gt`.
+        ValueError: a detection names an image or category absent from `gt`, or an unknown backend.
     """
-    return _evaluate(gt, detections)[0]
+    return _evaluate(gt, detections, backend)[0]
 
 
 def ap50_per_category(gt: dict, detections: list[dict]) -> dict[int, float]:
