@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from tests.tta.test_views import bounding_box, box_image
 from workbench.errors import WorkbenchError
 from workbench.tta.spec import TaskTTA, flip_tta, multiscale_tta, parse_tta, ten_crop_tta
 from workbench.tta.views import HFlip, View, list_views, register_view
@@ -48,19 +49,6 @@ class Gain(View):
 
     def augment(self, images):
         return images * self.factor
-
-
-def box_image(boxes: torch.Tensor) -> torch.Tensor:
-    """(1, 1, H, W) image with 1.0 inside each (integer xyxy) box."""
-    img = torch.zeros(1, 1, H, W)
-    for x1, y1, x2, y2 in boxes.long().tolist():
-        img[..., y1:y2, x1:x2] = 1.0
-    return img
-
-
-def bounding_box(img: torch.Tensor) -> torch.Tensor:
-    ys, xs = torch.nonzero(img[0, 0] > 0.5, as_tuple=True)
-    return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
 
 
 # Keys derived by hand from the spec grammar: parts "hflip", "s" + scales joined by "-",
