@@ -32,6 +32,7 @@ from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
 from workbench.data.spec import DatasetSpec
+from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
 from workbench.records.ensemble import EnsembleSpec, parse_member
@@ -264,8 +265,8 @@ def main(argv=None) -> None:
 
     rows = []
     for (row, _, refs, trained), sub in zip(candidates, subs):
-        manifest = read_json(Path("submissions") / sub / "manifest.json")
-        val = manifest["val"]["blend"] if "blend" in manifest["val"] else next(iter(manifest["val"].values()))
+        manifest = Manifest.read(Path("submissions") / sub)
+        val = manifest.val["blend"] if "blend" in manifest.val else next(iter(manifest.val.values()))
         members_, spec = runs_of(refs)
         ms = {t: 0.0 for t in TASKS}
         for m in members_:
@@ -279,7 +280,7 @@ def main(argv=None) -> None:
         if row == "three single-task models":  # each single model alone on its own task
             for t, key in METRIC_KEYS.items():
                 r = singles[t]
-                rows.append((f"  single {t} ({r})", {key: manifest["val"][r][key]}, {key: test[sub][key]},
+                rows.append((f"  single {t} ({r})", {key: manifest.val[r][key]}, {key: test[sub][key]},
                              {t: ms_per_image(r, data)[t]}, RunInfo.read(Path(args.runs_dir) / r).wall_time_s))
 
     table = ["| model | val Top-1 | val mAP50 | val mIoU | val score | test Top-1 | test mAP50 | test mIoU | "

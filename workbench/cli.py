@@ -396,10 +396,10 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
         spec = equal_spec(parsed, w, FusionConfig(fusion, iou_thr))
         name = name or "+".join(m.label.replace("@", "_") for m in parsed)
     manifest = submit(SubmitConfig(spec, data_path, name, fmt, device, image_ids=image_ids))
-    click.echo(format_table(list(manifest["val"].items()), "val"))
-    if "polygon_roundtrip_miou" in manifest:
-        click.echo(f"masks -> polygons -> organisers' fill keeps mIoU {manifest['polygon_roundtrip_miou']:.4f}")
-    click.echo(f"wrote {Path(SubmitConfig.out_dir) / name}/ ({', '.join(manifest['files'])})")
+    click.echo(format_table(list(manifest.val.items()), "val"))
+    if manifest.polygon_roundtrip_miou is not None:
+        click.echo(f"masks -> polygons -> organisers' fill keeps mIoU {manifest.polygon_roundtrip_miou:.4f}")
+    click.echo(f"wrote {Path(SubmitConfig.out_dir) / name}/ ({', '.join(manifest.files)})")
 
 
 # -- score -----------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from workbench.report import (
     compute_pr_curves,
     find_most_confused,
     resolve_target,
-    spec_from_manifest,
 )
 from workbench.report.figures import overlay_mask, pick_colors
 from workbench.score import score_submission
@@ -232,13 +231,13 @@ def test_submission_report_rebuilds_the_blend_and_adds_the_test_score(tiny_run, 
                               FusionConfig("wbf", 0.55))
     manifest = submit(SubmitConfig(spec, str(tiny_data), "pair", device="cpu", out_dir=str(tmp_path)), progress=False)
     folder = tmp_path / "pair"
-    assert spec_from_manifest(manifest, folder / "manifest.json").tasks == spec.tasks  # round trip
+    assert manifest.ensemble_spec().tasks == spec.tasks  # round trip
     out = build_report(ReportConfig(str(folder), str(tiny_data), samples=1, score_test=True, device="cpu"))
     assert out == folder / "report.html"
     rows = read_page(out).score_rows()
     assert list(rows) == [tiny_run.name, f"{tiny_run.name}@hflip@det+seg", "blend", "test (sealed truth)"]
-    for label in manifest["val"]:  # the manifest's val scores, rounded to 6 decimals
-        for key, value in manifest["val"][label].items():
+    for label in manifest.val:  # the manifest's val scores, rounded to 6 decimals
+        for key, value in manifest.val[label].items():
             assert rows[label][key] == pytest.approx(value, abs=1e-6)
     assert_row(rows["test (sealed truth)"], score_submission(folder, tiny_data))
 

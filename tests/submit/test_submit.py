@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 import workbench.submit.submission as submit_stage
+from workbench.records.manifest import Manifest
 from workbench.records.ensemble import FusionConfig, Member
 from workbench.ensemble.spec import equal_spec
 from workbench.errors import DataError, SubmissionError
@@ -27,15 +28,15 @@ def test_blend_submission_is_written_and_scored(tiny_run, tiny_data, tmp_path, f
     assert {p.name for p in out.iterdir()} == files | {"manifest.json", "blend.zip"}
     with zipfile.ZipFile(out / "blend.zip") as zf:
         assert set(zf.namelist()) == files
-    written = json.loads((out / "manifest.json").read_text())
-    assert written == manifest
-    assert manifest["blend"]["det"]["weights"] == [1.0, 3.0]
-    assert [m["tta"] for m in manifest["members"]] == ["none", "hflip@det+seg"]
-    assert set(manifest["val"]) == {tiny_run.name, f"{tiny_run.name}@hflip@det+seg", "blend"}
-    assert manifest["fusion"]["det"] == {"det_method": "wbf", "iou_thr": 0.55, "skip_box_thr": 0.0}
+    assert Manifest.read(out) == manifest
+    assert manifest.blend["det"]["weights"] == [1.0, 3.0]
+    assert [m["tta"] for m in manifest.members] == ["none", "hflip@det+seg"]
+    assert set(manifest.val) == {tiny_run.name, f"{tiny_run.name}@hflip@det+seg", "blend"}
+    assert manifest.fusion["det"] == {"det_method": "wbf", "iou_thr": 0.55, "skip_box_thr": 0.0}
+    assert manifest.ensemble_spec().tasks == spec.tasks  # the blend rebuilds from the manifest
     run_best = json.loads((tiny_run / "run.json").read_text())["best"]
     # the second member mirrors det and seg only: cls blends the run with itself, so Top-1 is the run's
-    assert manifest["val"]["blend"]["cls_top1"] == pytest.approx(run_best["cls_top1"], abs=1e-4)
+    assert manifest.val["blend"]["cls_top1"] == pytest.approx(run_best["cls_top1"], abs=1e-4)
     scores = score_submission(out, tiny_data)
     assert set(scores) == {"cls_top1", "det_map50", "seg_miou", "score"}
     assert all(0.0 <= v <= 1.0 for v in scores.values())
@@ -107,7 +108,7 @@ def test_image_ids_override(tiny_run, tiny_data, tmp_path):
     config = SubmitConfig(equal_spec([Member(str(tiny_run))]), str(data), "x", device="cpu",
                           out_dir=str(tmp_path / "subs"), image_ids=str(tmp_path / "ids.json"))
     manifest = submit(config, progress=False)
-    assert manifest["det_image_ids"] == str(tmp_path / "ids.json")
+    assert manifest.det_image_ids == str(tmp_path / "ids.json")
     written = json.loads((tmp_path / "subs" / "x" / "submission.json").read_text())
     ids = {im["file_name"]: im["id"] for im in shifted["images"]}
     assert written["dec"] and {d["image_id"] for d in written["dec"]} <= set(ids.values())

@@ -12,6 +12,8 @@ from workbench.errors import DataError, WorkbenchError
 from workbench.io import write_yaml
 from workbench.records.tasks import TASKS
 
+ENSEMBLE_VERSION = 1  # specs from before the field existed are version 1 too
+
 
 @dataclass(frozen=True)
 class Member:
@@ -85,10 +87,14 @@ class EnsembleSpec:
             tasks[t] = {"members": [{"member": m.ref, "weight": float(w)} for m, w in zip(tb.members, tb.weights)]}
             if t == "det":
                 tasks[t]["fusion"] = asdict(tb.fusion)
-        return {"tasks": tasks, **self.info}
+        return {"version": ENSEMBLE_VERSION, "tasks": tasks, **self.info}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "ensemble spec") -> "EnsembleSpec":
+        version = d.get("version", 1) if isinstance(d, dict) else 1
+        if not isinstance(version, int) or version > ENSEMBLE_VERSION:
+            raise DataError(source, f"ensemble spec version {version!r} is newer than this workbench reads "
+                                    f"({ENSEMBLE_VERSION})")
         try:
             tasks = {}
             for t in TASKS:
@@ -98,7 +104,7 @@ class EnsembleSpec:
                 tasks[t] = TaskBlend(members, weights, FusionConfig(**entry.get("fusion", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(source, f"not an ensemble spec ({type(e).__name__}: {e})") from None
-        return cls(tasks, {k: v for k, v in d.items() if k != "tasks"})
+        return cls(tasks, {k: v for k, v in d.items() if k not in ("tasks", "version")})
 
     def save(self, path: str | Path) -> None:
         write_yaml(path, self.to_dict())

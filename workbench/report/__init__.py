@@ -11,7 +11,6 @@ report is about (`targets`), its numbers (`analysis`) and its HTML (`page`, `fig
 """
 from workbench.report.analysis import compute_pr_curves, find_most_confused
 from workbench.report.build import build_report
-from workbench.report.targets import ReportConfig, Target, resolve_target, spec_from_manifest
+from workbench.report.targets import ReportConfig, Target, resolve_target
 
-__all__ = ["ReportConfig", "Target", "build_report", "compute_pr_curves", "find_most_confused", "resolve_target",
-           "spec_from_manifest"]
+__all__ = ["ReportConfig", "Target", "build_report", "compute_pr_curves", "find_most_confused", "resolve_target"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.errors import DataError, RunError
-from workbench.io import read_json
+from workbench.errors import RunError
 from workbench.records.ensemble import EnsembleSpec, Member
-from workbench.records.tasks import TASKS
+from workbench.records.manifest import FILE as MANIFEST_FILE, Manifest
 from workbench.runs import RUNS_DIR, open_run
 
 
@@ -49,19 +48,6 @@ class Target:
 
 
 # -- target ----------------------------------------------------------------------------------
-def spec_from_manifest(manifest: dict, source: Path) -> EnsembleSpec:
-    """The EnsembleSpec a submission was blended with, from its manifest's "blend" and "fusion"."""
-    try:
-        tasks = {}
-        for t in TASKS:
-            entry = manifest["blend"][t]
-            tasks[t] = {"members": [{"member": ref, "weight": w} for ref, w in zip(entry["members"], entry["weights"])]}
-        tasks["det"]["fusion"] = dict(manifest["fusion"]["det"])
-    except (KeyError, TypeError) as e:
-        raise DataError(source, f"manifest has no blend to rebuild ({type(e).__name__}: {e})") from None
-    return EnsembleSpec.from_dict({"tasks": tasks}, str(source))
-
-
 def resolve_target(target: str | Path) -> Target:
     """Tell a submission folder, an ensemble spec and a run apart, and load what each needs.
 
@@ -70,8 +56,8 @@ def resolve_target(target: str | Path) -> Target:
         DataError: an ensemble spec or manifest that cannot be read.
     """
     path = Path(target)
-    if path.is_dir() and (path / "manifest.json").is_file():
-        spec = spec_from_manifest(read_json(path / "manifest.json"), path / "manifest.json")
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
+        spec = Manifest.read(path).ensemble_spec(path / MANIFEST_FILE)
         return Target("submission", path, tuple(spec.members()), spec, path / REPORT_NAME)
     if path.suffix in (".yaml", ".yml"):
         spec = EnsembleSpec.load(path)

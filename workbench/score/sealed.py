@@ -10,9 +10,9 @@ from PIL import Image
 from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError
 from workbench.formats import get_format
-from workbench.io import read_json
 from workbench.metrics.scoring import score
 from workbench.records import GroundTruth, Submission
+from workbench.records.manifest import FILE as MANIFEST_FILE, Manifest
 
 
 # files that identify a format when a submission folder has no manifest
@@ -34,8 +34,8 @@ def sealed_ground_truth(spec: DatasetSpec) -> GroundTruth:
 
 def detect_format(sub_dir: Path) -> str:
     """The format of a submission folder: from its manifest, else from the files it holds."""
-    if (sub_dir / "manifest.json").is_file():
-        return read_json(sub_dir / "manifest.json")["format"]
+    if (sub_dir / MANIFEST_FILE).is_file():
+        return Manifest.read(sub_dir).format
     for marker, name in FORMAT_MARKERS.items():
         if (sub_dir / marker).is_file():
             return name

@@ -18,11 +18,12 @@ from workbench.ensemble.spec import blend_spec
 from workbench.errors import SubmissionError
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
 from workbench.formats.allinone import IDS_HELP
-from workbench.io import atomic_dir, hash_file, write_json
+from workbench.io import atomic_dir, hash_file
 from workbench.metrics.scoring import score_predictions
 from workbench.predict import PredictConfig, cache_entry
 from workbench.records import Predictions, to_submission
 from workbench.records.cache_meta import CacheMeta
+from workbench.records.manifest import Manifest
 from workbench.records.ensemble import EnsembleSpec, Member
 from workbench.records.tasks import TASKS
 
@@ -56,7 +57,7 @@ def predict_members(members: list[Member], data: str, split: str, device: str, p
     return preds, records
 
 
-def submit(config: SubmitConfig, progress: bool = True) -> dict:
+def submit(config: SubmitConfig, progress: bool = True) -> Manifest:
     """Blend the members, check the test submission, and write `submissions/<name>/`.
 
     Returns:
@@ -99,24 +100,20 @@ def submit(config: SubmitConfig, progress: bool = True) -> dict:
             for f in files:
                 zf.write(f, f.name)
         tasks = config.ensemble.tasks
-        manifest = {
-            "name": config.name,
-            "format": config.format,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "data": str(spec.path),
-            "members": test_records,
-            "val_caches": val_records,
-            "blend": {t: {"members": [m.ref for m in tasks[t].members], "weights": list(tasks[t].weights)}
-                      for t in TASKS},
-            "fusion": {"cls": "weighted mean of probabilities", "seg": "weighted mean of softmax probabilities",
-                       "det": asdict(tasks["det"].fusion)},
-            "val": {k: {m: round(v, 6) for m, v in s.items()} for k, s in val_scores.items()},
-            "files": {f.name: hash_file(f) for f in [*files, zip_path]},
-            "counts": {"cls": len(sub.cls), "det_boxes": len(sub.det), "seg": len(sub.seg)},
-            "det_image_ids": str(ids_file) if ids_file else None,
-        }
-        if config.format == "allinone-json":
+        manifest = Manifest(
+            name=config.name, format=config.format,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), data=str(spec.path),
+            members=test_records, val_caches=val_records,
+            blend={t: {"members": [m.ref for m in tasks[t].members], "weights": list(tasks[t].weights)}
+                   for t in TASKS},
+            fusion={"cls": "weighted mean of probabilities", "seg": "weighted mean of softmax probabilities",
+                    "det": asdict(tasks["det"].fusion)},
+            val={k: {m: round(v, 6) for m, v in s.items()} for k, s in val_scores.items()},
+            files={f.name: hash_file(f) for f in [*files, zip_path]},
+            counts={"cls": len(sub.cls), "det_boxes": len(sub.det), "seg": len(sub.seg)},
+            det_image_ids=str(ids_file) if ids_file else None,
             # what the organisers' fill of the written polygons keeps of the masks (1.0: lossless)
-            manifest["polygon_roundtrip_miou"] = round(polygon_roundtrip_miou(sub.seg, k_seg), 5)
-        write_json(tmp / "manifest.json", manifest)
+            polygon_roundtrip_miou=(round(polygon_roundtrip_miou(sub.seg, k_seg), 5)
+                                    if config.format == "allinone-json" else None))
+        manifest.write(tmp)
     return manifest
