@@ -1,32 +1,33 @@
 """Validate a whole data set (the `dataset.yaml` schema of DESIGN.md) and collect every problem.
 
-Unlike the readers of `workbench.data.spec`, which raise `DataError` at the first fault, the check
-walks everything and reports all it finds, one line per problem: `"<file>: <problem>"`, the file
-given relative to the data set's folder. It also counts images, classes and boxes per task and
-split, and warns of images whose bytes appear in two splits of one task, or in `unlabeled/` and
-a val or test split (leakage: a warning, since a data set handed out by organisers cannot be fixed
-by its users, but they should know which scores it inflates).
+The schema is read by the readers of `workbench.data.spec`, given a collecting `Problems`: instead
+of raising `DataError` at the first fault they record each and read on, so the check reports all it
+finds, one line per problem: `"<file>: <problem>"`, the file given relative to the data set's
+folder. What is the check's own: it decodes every image once (a cache, with a hash per image),
+checks boxes against their images and masks against theirs and the classes, compares the truth and
+the test image list with the test folders, counts images, classes and boxes per task and split, and
+warns of images whose bytes appear in two splits of one task, or in `unlabeled/` and a val or test
+split (leakage: a warning, since a data set handed out by organisers cannot be fixed by its users,
+but they should know which scores it inflates).
 
 The check reads the sealed `truth/` labels too, but only to validate them: nothing here trains,
 selects or tunes on them.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import math
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import yaml
 from PIL import Image
 
-from workbench.data.spec import IMAGE_SUFFIXES, read_coco
-from workbench.records.tasks import TASKS
+from workbench.data.spec import (CocoImage, DatasetSpec, Problems, coco_annotations, coco_categories, coco_images,
+                                 read_coco, read_label_csv)
 from workbench.io import read_mask
 from workbench.errors import DataError
 
@@ -149,50 +150,38 @@ def _size(wh: tuple[int, int]) -> str:
     return f"{wh[0]}x{wh[1]}"
 
 
-def _key(v: object) -> object:
-    """A dict key for a JSON value (a list or object in an id field becomes its text)."""
-    return v if v is None or isinstance(v, (bool, int, float, str)) else repr(v)
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 class _Checker:
-    """Walks one data set; each `check_*` method appends problems and count rows."""
+    """Walks one data set; each `check_*` method reports problems and appends count rows."""
 
     def __init__(self, yaml_path: Path):
         self.yaml = yaml_path.resolve()
         self.root = self.yaml.parent
-        self.raw: dict = {}
-        self.problems: list[str] = []
+        self.found = Problems()  # the readers' problems and the check's own, in the order met
+        self.spec: DatasetSpec | None = None
         self.warnings: list[str] = []
-        self._seen: set[str] = set()
         self.counts: list[CountRow] = []
         self.images: dict[Path, _ImageInfo] = {}
         # sha256 -> {(task, split): [path, ...]}, for the leakage check
         self.hashes: dict[str, dict[tuple[str, str], list[Path]]] = defaultdict(lambda: defaultdict(list))
-        self.cls_classes: list[str] | None = None
-        self.seg_classes: list[str] | None = None
-        self.ignore_index = 255
         self.det_categories: dict[int, str] | None = None
         self.det_categories_file: Path | None = None
+        self.test_info: dict | None = None  # the det test image list, as read
         self.unlabeled_dir: Path | None = None
 
     # -- plumbing ----------------------------------------------------------------------------
     def run(self) -> CheckReport:
-        if self.check_yaml():
-            for task in TASKS:
-                if isinstance(self.raw.get(task), dict):
-                    getattr(self, f"check_{task}")()
+        try:
+            self.spec = DatasetSpec(self.yaml, problems=self.found)
+        except DataError as e:  # the yaml cannot be read at all: nothing else can be checked
+            self.problem(Path(e.path), e.problem)
+        else:
+            for task in self.spec.tasks:
+                getattr(self, f"check_{task}")()
             self.check_unlabeled()
             self.check_truth()
             self.check_leakage()
-        return CheckReport(self.counts, self.problems, str(self.root), self.warnings)
+        lines = [f"{self.rel(Path(e.path))}: {e.problem}" for e in self.found.errors]
+        return CheckReport(self.counts, list(dict.fromkeys(lines)), str(self.root), list(dict.fromkeys(self.warnings)))
 
     def rel(self, path: Path) -> str:
         try:
@@ -201,13 +190,10 @@ class _Checker:
             return str(path)
 
     def problem(self, path: Path, text: str, warning: bool = False) -> None:
-        line = f"{self.rel(path)}: {text}"
-        if line not in self._seen:
-            self._seen.add(line)
-            (self.warnings if warning else self.problems).append(line)
-
-    def resolve(self, rel: object) -> Path:
-        return Path(os.path.normpath(self.root / str(rel)))
+        if warning:
+            self.warnings.append(f"{self.rel(path)}: {text}")
+        else:
+            self.found.fail(path, text)
 
     def image(self, path: Path, task: str | None = None, split: str | None = None) -> _ImageInfo:
         """Inspect an image once (cached), report it if unreadable, remember its hash per split."""
@@ -222,270 +208,86 @@ class _Checker:
                 where.append(path)
         return info
 
-    def folder(self, task: str, split: str, rel: object) -> Path | None:
-        """Resolve a folder named in the yaml; report and return None when it is missing."""
-        path = self.resolve(rel)
-        if not path.is_dir():
-            self.problem(path, f"folder not found ({task} {split} in {self.yaml.name})")
-            return None
-        return path
-
-    def entry(self, task: str, split: str, keys: tuple[str, ...] = ()) -> object:
-        """A split's entry in the yaml (a path, or a mapping with `keys`); None when malformed."""
-        section = self.raw[task]
-        if split not in section:
-            self.problem(self.yaml, f"{task} has no '{split}' split")
-            return None
-        value = section[split]
-        if keys:
-            if not isinstance(value, dict) or any(k not in value for k in keys):
-                self.problem(self.yaml, f"{task} {split} must be a mapping with keys {', '.join(keys)}")
-                return None
-        elif not isinstance(value, str):
-            self.problem(self.yaml, f"{task} {split} must be a path")
-            return None
-        return value
-
-    def read_class_file(self, task: str) -> list[str] | None:
-        """Read a task's classes.txt, reporting every repeated name; None when unusable."""
-        rel = self.raw[task].get("classes")
-        if rel is None:
-            self.problem(self.yaml, f"{task} has no 'classes' file")
-            return None
-        path = self.resolve(rel)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            self.problem(path, "classes file not found")
-            return None
-        except (OSError, UnicodeDecodeError) as e:
-            self.problem(path, f"cannot read classes file ({type(e).__name__}: {_one_line(e)})")
-            return None
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-        if not names:
-            self.problem(path, "classes file is empty")
-            return None
-        for name, n in Counter(names).items():
-            if n > 1:
-                self.problem(path, f"class '{name}' listed {n} times")
-        return names
-
-    # -- the yaml ------------------------------------------------------------------------------
-    def check_yaml(self) -> bool:
-        """Parse the yaml and check its sections; False when nothing else can be checked."""
-        if not self.yaml.is_file():
-            self.problem(self.yaml, "dataset file not found")
-            return False
-        try:
-            self.raw = yaml.safe_load(self.yaml.read_text()) or {}
-        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-            self.problem(self.yaml, f"invalid YAML ({_one_line(e)})")
-            return False
-        if not isinstance(self.raw, dict):
-            self.problem(self.yaml, "dataset file must be a mapping")
-            return False
-        for task in TASKS:
-            if task not in self.raw:
-                self.problem(self.yaml, f"missing task section '{task}'")
-            elif not isinstance(self.raw[task], dict):
-                self.problem(self.yaml, f"section '{task}' must be a mapping")
-        return True
+    def test_images(self, task: str) -> list[Path] | None:
+        """A task's test images (their problems were reported by `check_test`)."""
+        return self.spec.test_images(task) if task in self.spec.tasks else None
 
     # -- classification --------------------------------------------------------------------------
     def check_cls(self) -> None:
-        self.cls_classes = self.read_class_file("cls")
+        classes = self.spec.cls_classes  # read first: the splits are checked against it
         for split in ("train", "val"):
-            rel = self.entry("cls", split)
-            if rel is None:
+            labels = self.spec.cls_labels(split)
+            if labels is None:
                 continue
-            path = self.resolve(rel)
-            if path.suffix.lower() == ".csv":
-                self.check_cls_csv(split, path)
-            elif (folder := self.folder("cls", split, rel)) is not None:
-                self.check_cls_folder(split, folder)
+            n_images, present = 0, set()
+            for path, label in labels:
+                self.image(path, "cls", split)
+                n_images += 1
+                if classes is None or label in classes:
+                    present.add(label)
+            self.counts.append(CountRow("cls", split, n_images, len(present), labelled=n_images))
         self.check_test("cls")
-
-    def check_cls_folder(self, split: str, folder: Path) -> None:
-        """ImageFolder split: class folders equal to classes.txt, none empty, images readable."""
-        known = set(self.cls_classes or ())
-        subs = sorted(p for p in folder.iterdir() if p.is_dir())
-        for p in _list_images(folder):
-            self.problem(p, "image outside a class folder")
-        n_images, present = 0, set()
-        for sub in subs:
-            if self.cls_classes is not None and sub.name not in known:
-                self.problem(sub, f"class folder not in {self.rel(self.resolve(self.raw['cls']['classes']))}")
-            images = _list_images(sub)
-            if not images:
-                self.problem(sub, "class folder has no images")
-            else:
-                present.add(sub.name)
-            for p in images:
-                self.image(p, "cls", split)
-            n_images += len(images)
-        if self.cls_classes is not None:
-            names = {s.name for s in subs}
-            for name in self.cls_classes:
-                if name not in names:
-                    self.problem(folder, f"no folder for class '{name}'")
-        if not n_images:
-            self.problem(folder, "no images found")
-        if self.cls_classes is not None:
-            present &= known
-        self.counts.append(CountRow("cls", split, n_images, len(present), labelled=n_images))
-
-    def check_cls_csv(self, split: str, path: Path) -> None:
-        """CSV split (`image,label`, images relative to the CSV's folder)."""
-        rows = self.read_csv(path)
-        if rows is None:
-            return
-        known = set(self.cls_classes or ())
-        present = set()
-        for line, image, label in rows:
-            if self.cls_classes is not None and label not in known:
-                self.problem(path, f"line {line}: unknown class '{label}' for image {image}")
-            else:
-                present.add(label)
-            self.image(path.parent / image, "cls", split)
-        for image, n in Counter(r[1] for r in rows).items():
-            if n > 1:
-                self.problem(path, f"image {image} listed {n} times")
-        if self.cls_classes is not None:
-            for name in self.cls_classes:
-                if name not in present:
-                    self.problem(path, f"class '{name}' has no images")
-        self.counts.append(CountRow("cls", split, len(rows), len(present), labelled=len(rows)))
-
-    def read_csv(self, path: Path) -> list[tuple[int, str, str]] | None:
-        """Rows (line number, image, label) of an `image,label` CSV; None when unreadable."""
-        try:
-            with open(path, newline="") as f:
-                reader = csv.DictReader(f)
-                if reader.fieldnames is None or not {"image", "label"} <= set(reader.fieldnames):
-                    self.problem(path, "CSV needs the header 'image,label'")
-                    return None
-                rows = [(i + 2, r["image"] or "", r["label"] or "") for i, r in enumerate(reader)]
-        except FileNotFoundError:
-            self.problem(path, "CSV file not found")
-            return None
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            self.problem(path, f"cannot read CSV ({type(e).__name__}: {_one_line(e)})")
-            return None
-        if not rows:
-            self.problem(path, "CSV has no rows")
-        return rows
 
     # -- detection ---------------------------------------------------------------------------------
     def check_det(self) -> None:
         for split in ("train", "val"):
-            entry = self.entry("det", split, ("images", "annotations"))
-            if entry is None:
+            paths = self.spec.split_paths("det", split)
+            if paths is None:
                 continue
-            folder = self.folder("det", split, entry["images"])
-            ann_path = self.resolve(entry["annotations"])
-            counts = self.check_coco(ann_path, folder, "det", split)
-            if counts is not None:
-                self.counts.append(counts)
+            folder = self.spec.split_folder("det", split, "images")
+            found = self.check_coco(paths["annotations"], folder, "det", split)
+            if found is not None:
+                self.counts.append(found[1])
         self.check_test("det")
-        if self.raw["det"].get("test_info") is not None:
-            self.check_test_info(self.resolve(self.raw["det"]["test_info"]))
+        if (path := self.spec.det_test_info) is not None:
+            self.check_test_info(path)
 
     def check_test_info(self, path: Path) -> None:
         """The organisers' image list of the det test split: every test image once, true sizes, unique ids."""
         images = self.test_images("det")
-        self.check_coco(path, images[0].parent if images else None, "", "", image_list=True)
-        try:
-            listed = read_coco(path, image_list=True)["images"]
-        except DataError:
-            return  # already reported
-        self.compare_names(path, [im.get("file_name") for im in listed if isinstance(im, dict)], images, "det",
-                           missing_text="not listed")
+        found = self.check_coco(path, images[0].parent if images else None, "", "", image_list=True)
+        if found is None:
+            return
+        self.test_info = found[0]
+        self.compare_names(path, _file_names(self.test_info), images, "det", missing_text="not listed")
 
     def check_coco(self, ann_path: Path, images_dir: Path | None, task: str, split: str,
-                   image_list: bool = False) -> CountRow | None:
-        """Check a COCO file (or an image list) and its images; returns the split's counts (None if unusable)."""
-        try:
-            coco = read_coco(ann_path, image_list=image_list)
-        except DataError as e:
-            self.problem(Path(e.path), e.problem)
+                   image_list: bool = False) -> tuple[dict, CountRow] | None:
+        """Check a COCO file (or an image list) and its images; returns it and the split's counts (None if unusable)."""
+        coco = read_coco(ann_path, image_list, self.found)
+        if coco is None:
             return None
-        categories = (self.check_categories(ann_path, coco["categories"])
+        categories = (self.check_categories(ann_path, coco)
                       if coco["categories"] or not image_list else None)
-
-        images: dict[object, tuple[str, int, int]] = {}  # id -> (file_name, width, height)
-        id_count = Counter(_key(im.get("id")) if isinstance(im, dict) else None for im in coco["images"])
-        name_count = Counter(_key(im.get("file_name")) if isinstance(im, dict) else None for im in coco["images"])
-        for i, im in enumerate(coco["images"]):
-            if not isinstance(im, dict):
-                self.problem(ann_path, f"images[{i}] is not an object")
-                continue
-            iid, name, w, h = _key(im.get("id")), im.get("file_name"), im.get("width"), im.get("height")
-            if iid is None or not isinstance(name, str) or not name:
-                self.problem(ann_path, f"images[{i}] lacks an id or a file_name")
-                continue
-            if not isinstance(iid, int) or isinstance(iid, bool):
-                self.problem(ann_path, f"image {name}: id {iid} is not an integer")
-            if id_count[iid] > 1:
-                self.problem(ann_path, f"image id {iid} used by {id_count[iid]} images")
-            if name_count[name] > 1:
-                self.problem(ann_path, f"image {name} listed {name_count[name]} times")
-            if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-                self.problem(ann_path, f"image {name}: width/height must be positive integers, got {w}/{h}")
-                w = h = None
-            images.setdefault(iid, (name, w, h))
+        images: dict[object, CocoImage] = {}
+        for im in coco_images(coco, ann_path, self.found, image_list):
+            images.setdefault(im.id, im)
             if images_dir is None:
                 continue
-            path = images_dir / name
+            path = images_dir / im.file_name
             if not path.is_file():  # name the json too: the file may be missing or the json wrong
                 self.problem(path, f"image not found (listed in {self.rel(ann_path)})")
                 continue
             info = self.image(path, task, split)
-            if info.size is not None and w is not None and info.size != (w, h):
-                self.problem(path, f"real size {_size(info.size)} differs from {_size((w, h))} "
+            if info.size is not None and im.size is not None and info.size != im.size:
+                self.problem(path, f"real size {_size(info.size)} differs from {_size(im.size)} "
                                    f"in {self.rel(ann_path)}")
-
         boxed: set[object] = set()
         present: set[object] = set()
-        ann_ids = Counter(_key(a.get("id")) if isinstance(a, dict) else None for a in coco["annotations"])
-        for i, a in enumerate(coco["annotations"]):
-            if not isinstance(a, dict):
-                self.problem(ann_path, f"annotations[{i}] is not an object")
-                continue
-            aid = _key(a.get("id"))
-            label = f"annotation {aid}" if aid is not None else f"annotations[{i}]"
-            if aid is None:
-                self.problem(ann_path, f"annotations[{i}] has no id")
-            elif not isinstance(aid, int) or isinstance(aid, bool):
-                self.problem(ann_path, f"{label}: id is not an integer")
-            elif ann_ids[aid] > 1:
-                self.problem(ann_path, f"annotation id {aid} used {ann_ids[aid]} times")
-            iid = _key(a.get("image_id"))
-            if iid not in images:
-                self.problem(ann_path, f"{label}: unknown image_id {iid}")
-                continue
-            name, w, h = images[iid]
-            boxed.add(iid)
-            cat = _key(a.get("category_id"))
-            if categories is not None and cat not in categories:
-                self.problem(ann_path, f"{label} of {name}: unknown category_id {cat}")
-            else:
-                present.add(cat)
-            self.check_box(ann_path, f"{label} of {name}", a.get("bbox"), w, h)
-        return CountRow(task, split, len(coco["images"]), len(present), len(coco["annotations"]), len(boxed))
+        for box in coco_annotations(coco, ann_path, images, categories, self.found):
+            boxed.add(box.image.id)
+            if categories is None or box.category_id in categories:
+                present.add(box.category_id)
+            if box.bbox is not None:
+                self.check_box(ann_path, f"{box.label} of {box.image.file_name}", box.bbox, box.image.size)
+        return coco, CountRow(task, split, len(coco["images"]), len(present), len(coco["annotations"]), len(boxed))
 
-    def check_categories(self, ann_path: Path, cats: list) -> set[int] | None:
-        """Check a COCO category list; the first file read sets the data set's categories."""
-        found: dict[int, str] = {}
-        for i, c in enumerate(cats):
-            cid = c.get("id") if isinstance(c, dict) else None
-            if not isinstance(cid, int) or isinstance(cid, bool) or not isinstance(c.get("name"), str):
-                self.problem(ann_path, f"categories[{i}] needs an integer id and a name")
-            elif cid in found:
-                self.problem(ann_path, f"category id {cid} listed twice")
-            else:
-                found[cid] = c["name"]
+    def check_categories(self, ann_path: Path, coco: dict) -> set[int] | None:
+        """A COCO file's categories; the first file read sets the data set's, the others must equal them."""
+        # a category without a name was reported; the check does not count it
+        found = {cid: c["name"] for cid, c in coco_categories(coco, ann_path, self.found).items()
+                 if isinstance(c.get("name"), str)}
         if not found:
-            self.problem(ann_path, "no categories")
             return None
         if self.det_categories is None:
             self.det_categories, self.det_categories_file = found, ann_path
@@ -494,59 +296,41 @@ class _Checker:
                                    f"{sorted(self.det_categories.items())} in {self.rel(self.det_categories_file)}")
         return set(found)
 
-    def check_box(self, ann_path: Path, label: str, bbox: object, w: int | None, h: int | None) -> None:
-        """A COCO box [x, y, w, h] in pixels: 4 finite numbers, positive size, inside the image."""
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-            self.problem(ann_path, f"{label}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
-            return
+    def check_box(self, ann_path: Path, label: str, bbox: list, size: tuple[int, int] | None) -> None:
+        """A COCO box [x, y, w, h] in pixels (4 numbers): finite, positive size, inside the image."""
         if not all(math.isfinite(v) for v in bbox):
             self.problem(ann_path, f"{label}: bbox {bbox} is not finite")
             return
         x, y, bw, bh = bbox
         if bw <= 0 or bh <= 0:
             self.problem(ann_path, f"{label}: bbox {bbox} has no positive width and height")
-        elif w is not None and (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE
-                                or x + bw > w + BOX_TOLERANCE or y + bh > h + BOX_TOLERANCE):
-            self.problem(ann_path, f"{label}: bbox {bbox} lies outside the {w}x{h} image")
+        elif size is not None and (x < -BOX_TOLERANCE or y < -BOX_TOLERANCE
+                                   or x + bw > size[0] + BOX_TOLERANCE or y + bh > size[1] + BOX_TOLERANCE):
+            self.problem(ann_path, f"{label}: bbox {bbox} lies outside the {_size(size)} image")
 
     # -- segmentation ------------------------------------------------------------------------------
     def check_seg(self) -> None:
-        self.seg_classes = self.read_class_file("seg")
-        ignore = self.raw["seg"].get("ignore_index", 255)
-        if not isinstance(ignore, int) or isinstance(ignore, bool) or not 0 <= ignore <= 255:
-            self.problem(self.yaml, f"seg ignore_index must be an integer in 0..255, got {ignore!r}")
-        else:
-            self.ignore_index = ignore
+        classes, ignore = self.spec.seg_classes, self.spec.ignore_index
         for split in ("train", "val"):
-            entry = self.entry("seg", split, ("images", "masks"))
-            if entry is None:
+            pairs = self.spec.seg_pairs(split)
+            if pairs is None:
                 continue
-            images_dir = self.folder("seg", split, entry["images"])
-            masks_dir = self.folder("seg", split, entry["masks"])
-            if images_dir is None:
-                continue
-            images = _list_images(images_dir)
-            present = self.check_masks(images, masks_dir, "seg", split)
-            if not images:
-                self.problem(images_dir, "no images found")
-            self.counts.append(CountRow("seg", split, len(images), len(present), labelled=len(images)))
+            n_images, present = self.check_masks(pairs, classes, ignore, "seg", split)
+            self.counts.append(CountRow("seg", split, n_images, len(present), labelled=n_images))
         self.check_test("seg")
 
-    def check_masks(self, images: list[Path], masks_dir: Path | None, task: str, split: str) -> set[int]:
-        """Each image needs `<masks_dir>/<stem>.png`, single-channel, same size, valid values.
+    def check_masks(self, pairs: Iterator[tuple[Path, Path | None]], classes: list[str] | None, ignore: int,
+                    task: str, split: str) -> tuple[int, set[int]]:
+        """Each mask single-channel, of its image's size, holding classes or `ignore` only.
 
-        Returns the class indices present in the masks.
+        Returns the number of images and the class indices present in the masks.
         """
         present: set[int] = set()
-        stems = set()
-        for p in images:
-            stems.add(p.stem)
+        n_images = 0
+        for p, mask_path in pairs:
+            n_images += 1
             info = self.image(p, task, split)
-            if masks_dir is None:
-                continue
-            mask_path = masks_dir / f"{p.stem}.png"
-            if not mask_path.is_file():
-                self.problem(mask_path, f"mask missing for image {self.rel(p)}")
+            if mask_path is None:
                 continue
             try:
                 mask = read_mask(mask_path)
@@ -558,116 +342,77 @@ class _Checker:
                 self.problem(mask_path, f"mask size {_size(msize)} differs from its image's {_size(info.size)} "
                                         f"({self.rel(p)})")
             values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))
-            if self.seg_classes is not None:
-                k = len(self.seg_classes)
-                bad = [int(v) for v in values if v >= k and v != self.ignore_index]
+            if classes is not None:
+                k = len(classes)
+                bad = [int(v) for v in values if v >= k and v != ignore]
                 if bad:
                     word = "value" if len(bad) == 1 else "values"
                     self.problem(mask_path, f"mask {word} {', '.join(map(str, bad))} not a class "
-                                            f"({k} classes, ignore {self.ignore_index})")
-            present.update(int(v) for v in values if v != self.ignore_index)
-        if masks_dir is not None:
-            for m in sorted(masks_dir.glob("*.png")):
-                if m.stem not in stems:
-                    self.problem(m, "mask has no image")
-        if self.seg_classes is not None:
-            present &= set(range(len(self.seg_classes)))
-        return present
+                                            f"({k} classes, ignore {ignore})")
+            present.update(int(v) for v in values if v != ignore)
+        if classes is not None:
+            present &= set(range(len(classes)))
+        return n_images, present
 
     # -- test, unlabeled ---------------------------------------------------------------------------
     def check_test(self, task: str) -> None:
         """A test split is a folder of readable images, no labels."""
-        rel = self.entry(task, "test")
-        if rel is None or (folder := self.folder(task, "test", rel)) is None:
+        images = self.spec.test_images(task)
+        if images is None:
             return
-        images = _list_images(folder)
-        if not images:
-            self.problem(folder, "no images found")
         for p in images:
             self.image(p, task, "test")
         self.counts.append(CountRow(task, "test", len(images)))
 
     def check_unlabeled(self) -> None:
-        if "unlabeled" not in self.raw:
-            return
-        if (folder := self.folder("unlabeled", "-", self.raw["unlabeled"])) is None:
+        if not self.spec.has_unlabeled or (folder := self.spec.unlabeled_folder()) is None:
             return
         self.unlabeled_dir = folder
-        images = _list_images(folder)
-        if not images:
-            self.problem(folder, "no images found")
+        images = self.spec.unlabeled_images()
         for p in images:
             self.image(p)
         self.counts.append(CountRow("unlabeled", "-", len(images)))
 
     # -- sealed truth (validated only) -------------------------------------------------------------
-    def test_images(self, task: str) -> list[Path] | None:
-        rel = (self.raw.get(task) or {}).get("test")
-        if not isinstance(rel, str) or not (folder := self.resolve(rel)).is_dir():
-            return None
-        return _list_images(folder)
-
     def check_truth(self) -> None:
-        truth = self.raw.get("truth")
-        if truth is None:
-            return
-        if not isinstance(truth, dict):
-            self.problem(self.yaml, "section 'truth' must be a mapping")
-            return
-        for task in truth:
-            if task not in TASKS:
-                self.problem(self.yaml, f"truth has an unknown task '{task}'")
-        if "cls" in truth:
-            self.check_truth_cls(self.resolve(truth["cls"]))
-        if "det" in truth:
-            self.check_truth_det(self.resolve(truth["det"]))
-        if "seg" in truth:
-            self.check_truth_seg(self.resolve(truth["seg"]))
+        for task in self.spec.truth_tasks():
+            getattr(self, f"check_truth_{task}")()
 
-    def check_truth_cls(self, path: Path) -> None:
-        rows = self.read_csv(path)
-        if rows is None:
-            return
-        known = set(self.cls_classes or ())
-        for line, image, label in rows:
-            if self.cls_classes is not None and label not in known:
-                self.problem(path, f"line {line}: unknown class '{label}' for image {image}")
-        self.compare_names(path, [r[1] for r in rows], self.test_images("cls"), "cls")
+    def check_truth_cls(self) -> None:
+        path = self.spec.truth_path("cls")
+        rows = read_label_csv(path, self.spec.cls_classes if "cls" in self.spec.tasks else None, self.found)
+        if rows is not None:
+            self.compare_names(path, [image for _, image, _ in rows], self.test_images("cls"), "cls")
 
-    def check_truth_det(self, path: Path) -> None:
+    def check_truth_det(self) -> None:
+        path = self.spec.truth_path("det")
         images = self.test_images("det")
-        folder = images[0].parent if images else None
         # the truth images are the test images: inspected (cached) but not hashed as a new split
-        self.check_coco(path, folder, "", "")
-        try:
-            coco = read_coco(path)
-        except DataError:
-            return  # already reported
-        names = [im.get("file_name") for im in coco["images"] if isinstance(im, dict)]
-        self.compare_names(path, names, images, "det")
-        rel = self.raw["det"].get("test_info") if isinstance(self.raw.get("det"), dict) else None
-        if rel is None:
+        found = self.check_coco(path, images[0].parent if images else None, "", "")
+        if found is None:
             return
-        try:
-            info = read_coco(self.resolve(rel), image_list=True)["images"]
-        except DataError:
-            return  # reported by check_test_info
-        listed = {im.get("file_name"): im.get("id") for im in info if isinstance(im, dict)}
-        differ = [im.get("file_name") for im in coco["images"]
+        truth = found[0]
+        self.compare_names(path, _file_names(truth), images, "det")
+        if self.test_info is None:
+            return
+        listed = {im.get("file_name"): im.get("id") for im in self.test_info["images"] if isinstance(im, dict)}
+        differ = [im.get("file_name") for im in truth["images"]
                   if isinstance(im, dict) and im.get("file_name") in listed and listed[im.get("file_name")] != im.get("id")]
         if differ:
-            self.problem(path, f"{len(differ)} image id(s) differ from {self.rel(self.resolve(rel))}: "
+            self.problem(path, f"{len(differ)} image id(s) differ from {self.rel(self.spec.det_test_info)}: "
                                f"{', '.join(map(str, differ[:5]))}")
 
-    def check_truth_seg(self, folder: Path) -> None:
-        if not folder.is_dir():
-            self.problem(folder, "truth folder not found")
+    def check_truth_seg(self) -> None:
+        folder = self.spec.truth_seg()
+        if folder is None:
             return
         images = self.test_images("seg")
         if images is None:
             self.problem(folder, "no seg test folder to compare the truth masks with")
             return
-        self.check_masks(images, folder, "", "")
+        classes = self.spec.seg_classes if "seg" in self.spec.tasks else None
+        ignore = self.spec.ignore_index if "seg" in self.spec.tasks else 255
+        self.check_masks(self.spec.pair_masks(images, folder), classes, ignore, "", "")
 
     def compare_names(self, path: Path, names: list, images: list[Path] | None, task: str,
                       missing_text: str = "without truth") -> None:
@@ -719,3 +464,8 @@ class _Checker:
                         else:  # two files with one content: report, but the data set stays usable
                             self.problem(p, f"{task} {split} image has the same content as {task} {first_split} "
                                             f"image {self.rel(first[0])} (leakage)", warning=True)
+
+
+def _file_names(coco: dict) -> list:
+    """The `file_name` of every image entry of a COCO file, as written (to compare with a test folder)."""
+    return [im.get("file_name") for im in coco["images"] if isinstance(im, dict)]
