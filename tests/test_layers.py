@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = [
-    ["errors"],
+    ["errors", "allocator"],
     ["io"],
     ["records"],  # the ground floor: typed records and the task vocabulary
     ["data", "metrics", "tta", "fuse"],  # core that knows no model

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from workbench.allocator import tune_allocator
 from workbench.errors import WorkbenchError, WorkbenchWarning
 from workbench.records.tasks import METRIC_COLUMNS, TASKS
 from workbench.runs_table import COLUMNS as RUN_COLUMNS
@@ -177,6 +178,7 @@ def report_run(run_dir: Path) -> None:
 @click.pass_context
 def train(ctx, resume_run):
     """Train a run: joint, single, headft; average checkpoints: avg; continue: --resume RUN."""
+    tune_allocator()  # glibc thresholds: a training step 8-21% faster here (bench/ALLOCATOR.md)
     if ctx.invoked_subcommand is None:
         if not resume_run:
             click.echo(ctx.get_help())
@@ -250,6 +252,7 @@ def train_avg_cmd(run, top, name, device, overwrite):
 def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_threshold, seg_confidence, temperature,
                 pseudo_weight, allow_test, **kw):
     """Distil TEACHER (ENSEMBLE.yaml or MEMBER ...) into one student run, via pseudo-labels on unlabelled images."""
+    tune_allocator()  # the student's training, as in `wb train`
     from workbench.distill import DistillConfig, distill
     from workbench.ensemble.spec import equal_spec
     from workbench.records.ensemble import EnsembleSpec, parse_member
