@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,3 +31,32 @@ def header(title: str, command: str) -> list[str]:
     """The first lines of a report: title, date, machine, commit and the command that made it."""
     return [f"# {title}", "", f"- date: {now()}", f"- machine: {machine()}", f"- commit: {commit()}",
             f"- command: `{command}`"]
+
+
+# A small process between the caller and the command: Linux carries the high-water mark of the
+# address space a child was forked from into its ru_maxrss across exec, so measured straight from a
+# parent holding torch, every child would "peak" at the parent's size. The launcher is a few MiB.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def run_measured(cmd: list[str], capture: bool = False) -> tuple[int, str, float, float]:
+    """Run a command; return (exit code, its stdout if captured else "", wall seconds, peak RSS in MiB).
+
+    The peak resident set size is the command's own (rusage ru_maxrss, KiB on Linux), read by a
+    small launcher process so that this process's size does not leak into it.
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-c", LAUNCHER, rss_file.name, *cmd], text=True,
+                              stdout=subprocess.PIPE if capture else None, check=False)
+        seconds = time.time() - t0
+        text = Path(rss_file.name).read_text().strip()
+    return proc.returncode, proc.stdout or "", seconds, (int(text) / 1024 if text else float("nan"))

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import header  # noqa: E402  (bench/ is the script folder)
+from _common import header, run_measured  # noqa: E402  (bench/ is the script folder)
 from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
@@ -57,22 +56,20 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.wb = str(Path(sys.executable).with_name("wb"))
-        self.commands: list[tuple[str, str, float, bool]] = []  # (stage, command, seconds, reused)
+        self.commands: list[tuple[str, str, float, bool, float | None]] = []  # (stage, command, s, reused, peak MiB)
         self.times_file = Path(args.runs_dir) / f"{args.prefix}-stages.json"
         self.times = read_json(self.times_file) if self.times_file.exists() else {}
 
     def wb_run(self, stage: str, argv: list[str], capture: bool = False) -> str:
         shown = "wb " + " ".join(shlex.quote(a) for a in argv)
         print(f"\n[bench] {stage}: {shown}", flush=True)
-        t0 = time.time()
-        out = subprocess.run([self.wb, *argv], check=False, text=True,
-                             stdout=subprocess.PIPE if capture else None)
-        if out.returncode != 0:
-            raise SystemExit(f"bench: stage {stage!r} failed (exit {out.returncode}): {shown}")
-        self.commands.append((stage, shown, time.time() - t0, False))
+        code, out, seconds, rss_mb = run_measured([self.wb, *argv], capture)
+        if code != 0:
+            raise SystemExit(f"bench: stage {stage!r} failed (exit {code}): {shown}")
+        self.commands.append((stage, shown, seconds, False, rss_mb))
         if capture:
-            print(out.stdout, flush=True)
-        return out.stdout or ""
+            print(out, flush=True)
+        return out
 
     def train(self, stage: str, name: str, argv: list[str]) -> RunInfo:
         """Train run `name` with `wb <argv> --name name --overwrite` unless a complete run of that name
@@ -84,19 +81,20 @@ class Bench:
         if (run / RUN_FILE).exists() and RunInfo.read(run).status == "complete" \
                 and done.exists() and done.read_text() == " ".join(full):
             print(f"[bench] {stage}: reusing {run}", flush=True)
-            cost = self.times.get(shown, RunInfo.read(run).wall_time_s or 0.0)
-            self.commands.append((stage, shown, cost, True))
+            known = self.times.get(shown, RunInfo.read(run).wall_time_s or 0.0)
+            cost, rss = (known["s"], known.get("rss_mb")) if isinstance(known, dict) else (known, None)
+            self.commands.append((stage, shown, cost, True, rss))
         else:
             self.wb_run(stage, full)
             done.write_text(" ".join(full))
-            self.times[shown] = self.commands[-1][2]
+            self.times[shown] = {"s": self.commands[-1][2], "rss_mb": self.commands[-1][4]}
             write_json(self.times_file, self.times)
         return RunInfo.read(run)
 
     def seconds(self) -> tuple[float, float]:
         """(seconds spent now, seconds of a cold run: reused stages at what they cost when they ran)."""
-        return (sum(t for *_, t, reused in self.commands if not reused),
-                sum(t for *_, t, _ in self.commands))
+        return (sum(t for _, _, t, reused, _ in self.commands if not reused),
+                sum(t for _, _, t, _, _ in self.commands))
 
 
 def allinone_vs_singles(joint, singles: dict, size: int, batch: int = 8, reps: int = 5) -> dict:
@@ -217,7 +215,7 @@ def main(argv=None) -> None:
     if Path(spec_path).is_file() and stamp_file.is_file() and stamp_file.read_text().startswith(stamp + "\n"):
         print(f"[bench] ensemble search: reusing {spec_path}", flush=True)
         search_out = stamp_file.read_text()[len(stamp) + 1:]
-        b.commands.append(("ensemble search", "wb " + " ".join(shlex.quote(a) for a in search), 0.0, True))
+        b.commands.append(("ensemble search", "wb " + " ".join(shlex.quote(a) for a in search), 0.0, True, None))
     else:
         search_out = b.wb_run("ensemble search", search, capture=True)
         stamp_file.write_text(stamp + "\n" + search_out)
@@ -364,8 +362,10 @@ def main(argv=None) -> None:
              compare_out.strip(), "```", "",
              f"HTML report of the searched ensemble on val: `{args.html}` (not committed: images embedded, "
              "several MB; `wb report` rebuilds it).", "",
-             "## Commands", "", "| stage | command | s |", "|---|---|---|",
-             *(f"| {s} | `{c}` | {t:.0f}{' (reused)' if reused else ''} |" for s, c, t, reused in b.commands), ""]
+             "## Commands", "", "Peak RSS: the stage's own process (`os.wait4`), MiB.", "",
+             "| stage | command | s | peak RSS MiB |", "|---|---|---|---|",
+             *(f"| {s} | `{c}` | {t:.0f}{' (reused)' if reused else ''} | {'-' if rss is None else f'{rss:.0f}'} |"
+               for s, c, t, reused, rss in b.commands), ""]
     out = Path(args.out)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines))
