@@ -105,3 +105,36 @@ def read_mask(path: Path) -> np.ndarray:
         raise
     except Exception as e:
         raise DataError(path, f"cannot read mask ({type(e).__name__}: {e})") from None
+
+
+def load_json(path: str | Path):
+    """Load a JSON file, rejecting duplicate object keys (json.load would keep the last silently).
+
+    Raises:
+        DataError: missing file, bad JSON, or an object with repeated keys (named in the message).
+    """
+    def no_duplicates(pairs):
+        seen, dups = {}, []
+        for key, value in pairs:
+            if key in seen:
+                dups.append(key)
+            seen[key] = value
+        if dups:
+            raise _DuplicateKeys(dups)
+        return seen
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with open(path) as f:
+            return json.load(f, object_pairs_hook=no_duplicates)
+    except _DuplicateKeys as e:
+        raise DataError(path, "\n".join(f"{k}: appears more than once (duplicate image?)" for k in e.keys)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
+class _DuplicateKeys(Exception):
+    def __init__(self, keys: list[str]):
+        self.keys = keys

@@ -36,12 +36,11 @@ from workbench.formats.base import (
     SubmissionFormat,
     dumps_compact,
     is_int,
-    load_json,
     read_det_entries,
     register_format,
 )
 from workbench.formats.polygons import edge_polygons_to_mask, mask_to_polygons, polygons_to_mask
-from workbench.io import write_text
+from workbench.io import load_json, write_text
 
 FILE_NAME = "submission.json"
 SECTIONS = ("cls", "dec", "seg")

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from workbench.errors import DataError, SubmissionError, WorkbenchError
+from workbench.errors import SubmissionError, WorkbenchError
 from workbench.records.submission import Submission
 
 
@@ -87,38 +87,6 @@ def list_formats() -> list[str]:
 
 
 # ---- helpers shared by the readers -------------------------------------------------------------
-
-def load_json(path: Path):
-    """Load a JSON file, rejecting duplicate object keys (json.load would keep the last silently).
-
-    Raises:
-        DataError: missing file, bad JSON, or an object with repeated keys (named in the message).
-    """
-    def no_duplicates(pairs):
-        seen, dups = {}, []
-        for key, value in pairs:
-            if key in seen:
-                dups.append(key)
-            seen[key] = value
-        if dups:
-            raise _DuplicateKeys(dups)
-        return seen
-
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        with open(path) as f:
-            return json.load(f, object_pairs_hook=no_duplicates)
-    except _DuplicateKeys as e:
-        raise DataError(path, "\n".join(f"{k}: appears more than once (duplicate image?)" for k in e.keys)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(path, f"not valid JSON ({e})") from None
-
-
-class _DuplicateKeys(Exception):
-    def __init__(self, keys: list[str]):
-        self.keys = keys
-
 
 def is_int(value) -> bool:
     """True for Python/NumPy integers (bool excluded)."""

@@ -22,12 +22,11 @@ from workbench.formats.base import (
     det_to_entry,
     dumps_compact,
     is_int,
-    load_json,
     read_det_entries,
     register_format,
 )
 from workbench.formats.polygons import CANVAS_CLASS, quiet_pycocotools
-from workbench.io import write_text
+from workbench.io import load_json, write_text
 
 CLS_FILE, DET_FILE, SEG_FILE = "cls.csv", "det.json", "seg.json"
 

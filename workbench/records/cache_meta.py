@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from workbench.errors import DataError
-from workbench.io import read_json, write_json
+from workbench.io import load_json, write_json
 
 # Bumped whenever what an entry holds changes meaning (decoding, view geometry, storage).
 CACHE_VERSION = 2
@@ -83,11 +83,7 @@ class CacheMeta:
         path = Path(folder) / FILE
         if not path.is_file():
             raise DataError(path, "cache entry has no meta.json")
-        try:
-            d = read_json(path)
-        except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-            raise DataError(path, f"not valid JSON ({e})") from None
-        return cls.from_dict(d, path)
+        return cls.from_dict(load_json(path), path)
 
     def write(self, folder: Path) -> None:
         """Write `folder`/meta.json atomically."""

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from workbench.errors import DataError
-from workbench.io import read_json, write_json
+from workbench.io import load_json, write_json
 from workbench.records.ensemble import EnsembleSpec
 from workbench.records.tasks import TASKS
 
@@ -99,11 +99,7 @@ class Manifest:
         path = Path(folder) / FILE
         if not path.is_file():
             raise DataError(path, "submission folder has no manifest.json")
-        try:
-            d = read_json(path)
-        except (OSError, ValueError) as e:
-            raise DataError(path, f"cannot read manifest ({e})") from None
-        return cls.from_dict(d, path)
+        return cls.from_dict(load_json(path), path)
 
     def write(self, folder: str | Path) -> None:
         """Write `folder`/manifest.json atomically."""

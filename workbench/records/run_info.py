@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from workbench.errors import RunError
-from workbench.io import read_json, write_json
+from workbench.errors import DataError, RunError
+from workbench.io import load_json, write_json
 from workbench.records.tasks import TASKS
 
 FILE = "run.json"
@@ -110,9 +110,9 @@ class RunInfo:
         if not path.is_file():
             raise RunError(f"{run_dir}: not a run folder (no {FILE})")
         try:
-            d = read_json(path)
-        except (OSError, ValueError) as e:
-            raise RunError(f"{path}: cannot read run.json ({e})") from None
+            d = load_json(path)
+        except DataError as e:  # a run that cannot be read is a run error to the stages that open it
+            raise RunError(f"{path}: cannot read run.json ({e.problem})") from None
         return cls.from_dict(d, path)
 
     def write(self, run_dir: str | Path) -> None:
