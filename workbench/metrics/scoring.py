@@ -19,7 +19,8 @@ from workbench.records.submission import Submission
 from workbench.records.tasks import METRICS, SCORE, TASKS
 
 
-def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") -> dict[str, float]:
+def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present",
+          det_backend: str = "pycocotools") -> dict[str, float]:
     """Score a submission.
 
     Args:
@@ -28,6 +29,7 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
         gt: ground truth of the same images.
         tasks: the tasks to score.
         miou: how mIoU averages over classes (`workbench.metrics.seg.MIOU_CONVENTIONS`).
+        det_backend: mAP50's evaluator (`workbench.metrics.det.BACKENDS`; the same value either way).
     Returns:
         {"cls_top1", "det_map50", "seg_miou"} for the tasks scored and "score", their mean.
     """
@@ -39,7 +41,7 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
         ids = {im["file_name"]: im["id"] for im in gt.det["images"]}
         dets = [{"image_id": ids[d["image"]], "category_id": d["category_id"], "bbox": d["bbox"], "score": d["score"]}
                 for d in sub.det if d["image"] in ids]
-        out[METRICS["det"]] = map50(gt.det, dets)
+        out[METRICS["det"]] = map50(gt.det, dets, backend=det_backend)
     if "seg" in tasks:
         ev = SegEvaluator(gt.seg_num_classes, gt.ignore_index)
         for name, mask_path in gt.seg.items():
@@ -55,6 +57,7 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present") 
     return out
 
 
-def score_predictions(preds: Predictions, gt: GroundTruth, tasks=TASKS, miou: str = "present") -> dict[str, float]:
+def score_predictions(preds: Predictions, gt: GroundTruth, tasks=TASKS, miou: str = "present",
+                      det_backend: str = "pycocotools") -> dict[str, float]:
     """Score soft predictions: their hard decisions (argmax class, boxes in pixels, argmax masks) by `score`."""
-    return score(to_submission(preds, [], gt.seg_num_classes), gt, tasks=tasks, miou=miou)
+    return score(to_submission(preds, [], gt.seg_num_classes), gt, tasks=tasks, miou=miou, det_backend=det_backend)
