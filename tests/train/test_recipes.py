@@ -220,15 +220,28 @@ def test_global_clipping_and_accumulation_in_a_step(tiny_data, tmp_path):
     assert row["grad_cls"] > 1e-3  # logged before clipping
 
 
-def test_task_clipping_gives_each_task_the_same_backbone_norm(tiny_data, tmp_path):
-    (tmp_path / "tclip").mkdir()
-    trainer = Trainer(tiny_train_config(tiny_data, tmp_path, "tclip", clip="task", clip_norm=0.01), tmp_path / "tclip")
-    seen = {}
-    original = trainer.balancer.combine
-    trainer.balancer.combine = lambda grads: seen.update(grads) or original(grads)
-    row = trainer.train_step()
-    assert len({round(row[f"grad_{t}"], 4) for t in ("cls", "det", "seg")}) == 3  # raw norms differ
-    assert [g.norm().item() for g in seen.values()] == pytest.approx([0.01] * 3, rel=1e-4)
+@pytest.mark.parametrize("clip", ["task", "none"])
+def test_in_place_gradient_sum_equals_the_flat_per_task_path(tiny_data, tmp_path, clip):
+    """Without a gradient-combining balancer the tasks' backbone gradients are summed in place per
+    parameter (task clipping: each divided by its norm, the common norm applied at the end); the
+    reference is the flat per-task path PCGrad uses, with clip_task_gradients and a plain sum."""
+    shared_grads, seen = {}, {}
+    for path in ("in-place", "flat"):
+        (tmp_path / path).mkdir()
+        trainer = Trainer(tiny_train_config(tiny_data, tmp_path, path, clip=clip, clip_norm=0.01), tmp_path / path)
+        if path == "flat":
+            trainer.balancer.uses_gradients = True  # the base balancer's combine: a sum of the flat vectors
+            original = trainer.balancer.combine
+            trainer.balancer.combine = lambda grads: seen.update(grads) or original(grads)
+        row = trainer.train_step()
+        shared_grads[path] = [p.grad for p in trainer.shared]
+        assert len({round(row[f"grad_{t}"], 4) for t in ("cls", "det", "seg")}) == 3  # raw norms differ
+    assert [g is None for g in shared_grads["in-place"]] == [g is None for g in shared_grads["flat"]]
+    for a, b in zip(shared_grads["in-place"], shared_grads["flat"]):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-9)
+    expected = [0.01] * 3 if clip == "task" else [row[f"grad_{t}"] for t in ("cls", "det", "seg")]
+    assert [g.norm().item() for g in seen.values()] == pytest.approx(expected, rel=1e-4)
 
 
 def test_pretrained_file_that_does_not_fit_is_refused_with_keys(tiny_data, tmp_path):
@@ -284,11 +297,11 @@ def test_ctrl_c_marks_the_run_interrupted_and_it_resumes(tiny_data, tmp_path, mo
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def interrupt_in_epoch_two(self):
+    def interrupt_in_epoch_two(self, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:  # the first step of epoch 2 (2 steps an epoch)
             raise KeyboardInterrupt
-        return original(self)
+        return original(self, **kwargs)
     monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)

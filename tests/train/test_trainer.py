@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -59,3 +60,21 @@ def test_lr_factor_warmup_then_cosine():
     assert lr_factor(10, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5)  # half way through the decay: (1 + cos(pi/2)) / 2
     assert lr_factor(100, 100, 10) == pytest.approx(0.0)
+
+
+def test_image_cache_and_background_batches_change_nothing_but_time(tiny_data, tmp_path):
+    """Decoded-image cache + prefetch thread vs lazy decoding in the step: the same steps, losses, weights."""
+    import torch
+    kw = dict(epochs=2, steps_per_epoch=3, augment="cls=shift:0.1+colour:0.2,det=hflip+scale:0.75:1.25,seg=hflip+scale:0.75:1.5")
+    fast = train_joint(tiny_train_config(tiny_data, tmp_path, "fast", **kw), progress=False)
+    slow = train_joint(tiny_train_config(tiny_data, tmp_path, "slow", cache_images=False, prefetch=False, **kw),
+                       progress=False)
+    rows = lambda run, name: [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(run / name))]  # noqa: E731
+    assert rows(fast, "steps.csv") == rows(slow, "steps.csv") and len(rows(fast, "steps.csv")) == 6
+    assert rows(fast, "metrics.csv") == rows(slow, "metrics.csv")
+    a, b = load_file(str(fast / "model.safetensors")), load_file(str(slow / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    caches = json.loads((fast / "run.json").read_text())["image_cache"]
+    assert set(caches) == {f"{s}/{t}" for s in ("train", "val") for t in ("cls", "det", "seg")}
+    assert all(Path(c["folder"]).parent == tmp_path / ".cache" / "images" for c in caches.values())
+    assert "image_cache" not in json.loads((slow / "run.json").read_text())

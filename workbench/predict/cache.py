@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError
@@ -89,7 +90,8 @@ def prepare_request(config: PredictConfig):
     spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None, config.unlabeled)
     tta = parse_tta(config.tta)
     tasks = run.tasks
-    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size).items()
+    datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size,
+                                                  cache_dir=cache_root(run.path.parent)).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
     expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,

@@ -36,8 +36,8 @@ def _load_npz(path: Path):
 class SoftClsDataset(Dataset):
     """Pseudo-labelled crops with the teacher's class probabilities. Items: (image uint8, probs float32)."""
 
-    def __init__(self, spec: DatasetSpec, size: int, augment: Augment | None):
-        self.base = ClsDataset(spec.cls_samples("train"), size, None)
+    def __init__(self, spec: DatasetSpec, size: int, augment: Augment | None, cache_dir: Path | None = None):
+        self.base = ClsDataset(spec.cls_samples("train"), size, None, cache_dir)
         self.augment = augment
         z = _load_npz(spec.root / "soft_cls.npz")
         probs = {str(n): p for n, p in zip(z["names"], z["probs"])}
@@ -49,11 +49,17 @@ class SoftClsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int):
+    def prepare(self):
+        return self.base.prepare()
+
+    def get(self, i: int, generator: torch.Generator | None = None):
         image = self.base.image(i)
         if self.augment is not None:
-            image = augment_cls(image, self.augment)
+            image = augment_cls(image, self.augment, generator)
         return image, self.probs[i]
+
+    def __getitem__(self, i: int):
+        return self.get(i)
 
 
 def letterbox_soft(logits: np.ndarray, height: int, width: int, size: int) -> torch.Tensor:
@@ -69,8 +75,9 @@ def letterbox_soft(logits: np.ndarray, height: int, width: int, size: int) -> to
 class SoftSegDataset(Dataset):
     """Pseudo-labelled scenes. Items: (image uint8 (3,S,S), mask int64 (S,S), soft (K,S/4,S/4) float32)."""
 
-    def __init__(self, spec: DatasetSpec, size: int, ignore_index: int, hflip: float = 0.5):
-        self.base = SegDataset(spec.seg_samples("train"), size, ignore_index, None)
+    def __init__(self, spec: DatasetSpec, size: int, ignore_index: int, hflip: float = 0.5,
+                 cache_dir: Path | None = None):
+        self.base = SegDataset(spec.seg_samples("train"), size, ignore_index, None, cache_dir)
         self.hflip, self.ignore_index = hflip, ignore_index
         z = _load_npz(spec.root / "soft_seg.npz")
         names = set(z.files)
@@ -88,21 +95,32 @@ class SoftSegDataset(Dataset):
             self._soft[i] = letterbox_soft(self._z[self.base.samples[i].name], h, w, self.base.size)
         return self._soft[i]
 
-    def __getitem__(self, i: int):
+    def prepare(self):
+        return self.base.prepare()
+
+    def get(self, i: int, generator: torch.Generator | None = None):
         image, mask, _ = self.base.item(i)
         soft = self.soft(i)
-        if torch.rand(1).item() < self.hflip:
+        if torch.rand(1, generator=generator).item() < self.hflip:
             image, mask, soft = image.flip(-1), mask.flip(-1), soft.flip(-1)
-        image, mask = augment_seg(image, mask, SEG_AUGMENT, self.ignore_index)
+        image, mask = augment_seg(image, mask, SEG_AUGMENT, self.ignore_index, generator)
         return image, mask, soft
+
+    def __getitem__(self, i: int):
+        return self.get(i)
 
 
 def build_pseudo_datasets(path: str, sizes: dict[str, int], category_ids, ignore_index: int,
-                          augment: dict[str, Augment]) -> dict:
-    """The pseudo-labelled training sets of a pseudo data set (tasks with no image are left out)."""
+                          augment: dict[str, Augment], cache_dir: Path | None = None) -> dict:
+    """The pseudo-labelled training sets of a pseudo data set (tasks with no image are left out).
+
+    Args:
+        cache_dir: the decoded-image cache (workbench.data.image_cache); None: decode lazily in memory.
+    """
     spec = DatasetSpec(path)
-    build = {"cls": lambda: SoftClsDataset(spec, sizes["cls"], augment.get("cls")),
-             "det": lambda: DetDataset(spec.det_samples("train"), sizes["det"], category_ids, augment.get("det")),
-             "seg": lambda: SoftSegDataset(spec, sizes["seg"], ignore_index)}
+    build = {"cls": lambda: SoftClsDataset(spec, sizes["cls"], augment.get("cls"), cache_dir),
+             "det": lambda: DetDataset(spec.det_samples("train"), sizes["det"], category_ids, augment.get("det"),
+                                       cache_dir),
+             "seg": lambda: SoftSegDataset(spec, sizes["seg"], ignore_index, cache_dir=cache_dir)}
     out = {t: make() for t, make in build.items() if spec.has_split(t, "train")}  # no train entry: no image routed
     return {t: ds for t, ds in out.items() if len(ds)}

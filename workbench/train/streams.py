@@ -93,8 +93,10 @@ def step_tasks(sampling: str, tasks: Sequence[str], sizes: dict[str, int], seed:
     raise RunError(f"unknown task sampling {sampling!r}; choose one of {', '.join(SAMPLING)}")
 
 
-def make_batch(dataset, indices: list[int], collate: Callable | None):
-    items = [dataset[i] for i in indices]
+def make_batch(dataset, indices: list[int], collate: Callable | None, generator: torch.Generator | None = None):
+    """Collate the items `indices` of a data set; their augmentation draws from `generator` (None:
+    torch's global generator)."""
+    items = [dataset.get(i, generator) for i in indices]
     if collate is not None:
         return collate(items)
     return torch.utils.data.default_collate(items)

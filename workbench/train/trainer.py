@@ -17,6 +17,13 @@ run folder:
 Determinism: every random draw of a step (augmentation, task choice, PCGrad order) comes from
 generators seeded by (seed, step), and each task's sampler is a function of (seed, task, pass), so a
 run resumed from its last checkpoint repeats the uninterrupted run exactly.
+
+Input pipeline: images are decoded once into the memory-mapped cache under `<runs_dir>/.cache/images`
+(workbench.data.image_cache; `cache_images`), and the next step's batches are planned (sample
+indices) and assembled (augmentation, collation) in a background thread while the current step
+computes (`prefetch`). A step's augmentation draws from its own generator seeded by (seed, step,
+batch), so the thread changes nothing but the time; no step is planned ahead across a checkpoint,
+so state.pt always holds the samplers' positions after its step.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import math
 import random
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +44,7 @@ import yaml
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
+from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
@@ -104,6 +113,8 @@ class TrainConfig:
     temperature: float = 2.0  # distillation temperature of the soft class targets
     seg_confidence: float = 0.5  # soft seg targets count where the teacher's top probability reaches this
     checkpoint_every: int | None = None  # optimizer steps between resume checkpoints (also every epoch)
+    cache_images: bool = True  # decode images once into <runs_dir>/.cache/images (memory-mapped), reused by later runs
+    prefetch: bool = True  # assemble the next step's batches in a background thread
     name: str | None = None
     runs_dir: str = str(RUNS_DIR)
 
@@ -167,6 +178,14 @@ def seed_step(seed: int, step: int) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
+
+
+@dataclass
+class StepPlan:
+    """What one optimizer step trains on: task -> its batches' (pseudo-labelled?, sample indices), in order."""
+
+    step: int
+    batches: dict[str, list[tuple[bool, list[int]]]]
 
 
 def shared_parameters(model: MultiTaskModel) -> list[torch.nn.Parameter]:
@@ -253,12 +272,13 @@ def build_class_weights(spec: DatasetSpec, train_sets: dict, config: TrainConfig
     return {t: _loss_weights(spec, train_sets, t).to(device) for t in tasks if balance.get(t) == "loss"}
 
 
-def build_pseudo_sets(spec: DatasetSpec, config: TrainConfig, tasks, augment) -> dict:
+def build_pseudo_sets(spec: DatasetSpec, config: TrainConfig, tasks, augment, cache_dir: Path | None) -> dict:
     """task -> the pseudo-labelled data set trained on beside its own ({} without config.pseudo)."""
     if not config.pseudo:
         return {}
     from workbench.train.pseudo import build_pseudo_datasets
-    sets = build_pseudo_datasets(config.pseudo, config.img_size, spec.det_category_ids, spec.ignore_index, augment)
+    sets = build_pseudo_datasets(config.pseudo, config.img_size, spec.det_category_ids, spec.ignore_index, augment,
+                                 cache_dir)
     return {t: ds for t, ds in sets.items() if t in tasks}
 
 
@@ -312,12 +332,17 @@ class Trainer:
         torch.manual_seed(config.seed)  # a new model's initial weights
         self.model = self.recipe.build_model(self.spec, config, parent, self.device)
         augment = parse_augment(config.augment)
-        self.train_sets = build_datasets(self.spec, "train", config.img_size, train=True, augment=augment)
-        self.val_sets = build_datasets(self.spec, "val", config.img_size)
+        cache = cache_root(config.runs_dir) if config.cache_images else None
+        self.train_sets = build_datasets(self.spec, "train", config.img_size, train=True, augment=augment,
+                                         cache_dir=cache, tasks=self.tasks)
+        self.val_sets = build_datasets(self.spec, "val", config.img_size, cache_dir=cache, tasks=self.tasks)
         self.truth = self.spec.ground_truth("val")
         self.streams = build_streams(self.spec, self.train_sets, config, self.tasks)
         self.class_weights = build_class_weights(self.spec, self.train_sets, config, self.tasks, self.device)
-        self.pseudo_sets = build_pseudo_sets(self.spec, config, self.tasks, augment)
+        self.pseudo_sets = build_pseudo_sets(self.spec, config, self.tasks, augment, cache)
+        self.image_caches = {f"{split}/{t}": c for split, sets in (("train", self.train_sets), ("val", self.val_sets),
+                                                                     ("pseudo", self.pseudo_sets))
+                             for t, ds in sets.items() if (c := ds.prepare()) is not None}
         self.pseudo_streams = build_pseudo_streams(self.pseudo_sets, config)
         self.sizes = {t: len(self.train_sets[t]) for t in self.tasks}
         self.steps = count_steps(config, self.streams)
@@ -327,6 +352,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config, self.total)
         self.ema = build_ema(self.model, config)
         self.shared = shared_parameters(self.model)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if config.prefetch else None
+        self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
         self._start_progress()
 
     def _start_progress(self) -> None:
@@ -377,57 +404,135 @@ class Trainer:
             torch.save(self.state(), tmp)
 
     # --- one optimizer step --------------------------------------------------------------------
-    def train_step(self) -> dict:
-        """One optimizer step; returns its row for steps.csv."""
+    def plan_step(self, step: int) -> StepPlan:
+        """The tasks and sample indices of optimizer step `step` (the next one not planned yet): advances
+        the samplers and the per-task batch counts."""
+        config = self.config
+        active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
+        chosen = step_tasks(config.sampling, active, self.sizes, config.seed, step) if active else []
+        batches: dict[str, list[tuple[bool, list[int]]]] = {}
+        for task in chosen:
+            batches[task] = []
+            for _ in range(config.accum):
+                batches[task].append((False, self.streams[task].next()))
+                if task in self.pseudo_sets:  # a pseudo-labelled batch beside each labelled one
+                    batches[task].append((True, self.pseudo_streams[task].next()))
+            self.batches_taken[task] += config.accum
+        return StepPlan(step, batches)
+
+    def build_step(self, plan: StepPlan) -> dict[str, list]:
+        """The collated batches of a plan (thread-safe: the augmentation of batch k draws from a generator
+        seeded by (seed, step, task, k), not from the global ones)."""
+        out = {}
+        for task, batches in plan.batches.items():
+            out[task] = []
+            for k, (pseudo, indices) in enumerate(batches):
+                gen = torch.Generator().manual_seed(_seed(self.config.seed, "augment", plan.step, task, k))
+                ds = (self.pseudo_sets if pseudo else self.train_sets)[task]
+                out[task].append(make_batch(ds, indices, collate_det if task == "det" else None, gen))
+        return out
+
+    def _step_batches(self, prefetch_next: bool) -> tuple[StepPlan, dict[str, list]]:
+        """This step's plan and batches (prefetched or built now); with prefetch_next, start assembling
+        the next step's in the background."""
+        if self._pending is not None and self._pending[0].step == self.step:
+            plan, future = self._pending
+        else:
+            plan, future = self.plan_step(self.step), None
+        self._pending = None
+        if prefetch_next and self._executor is not None:
+            upcoming = self.plan_step(self.step + 1)
+            self._pending = (upcoming, self._executor.submit(self.build_step, upcoming))
+        return plan, future.result() if future is not None else self.build_step(plan)
+
+    def _take_gradient(self, task: str, summed: list, flat: dict, norms: dict) -> None:
+        """Move a task's backbone gradient out of the parameters (so the next task's starts at zero).
+
+        A balancer that combines gradients (PCGrad) gets a flat copy per task (`flat`); otherwise the
+        gradients are summed per parameter in place into `summed` (under task clipping each divided by
+        its task's norm first; the common norm is applied once all tasks are in). `norms`: task -> norm.
+        """
+        present = [p.grad for p in self.shared if p.grad is not None]
+        norms[task] = float(torch.nn.utils.get_total_norm(present)) if present else 0.0
+        if self.balancer.uses_gradients:
+            flat[task] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                                    for p in self.shared])
+        scale = 1.0 / norms[task] if self.config.clip == "task" and norms[task] > 0 else None
+        for i, p in enumerate(self.shared):
+            g, p.grad = p.grad, None
+            if g is None:
+                continue
+            if self.balancer.uses_gradients:
+                summed[i] = True  # reached by a task: gets its slice of the combined gradient
+                continue
+            if scale is not None:
+                g.mul_(scale)
+            if summed[i] is None:
+                summed[i] = g
+            else:
+                summed[i].add_(g)
+
+    def _set_shared_gradient(self, summed: list, flat: dict, norms: dict) -> None:
+        """Write the combined backbone gradient into the shared parameters' .grad (a parameter no task
+        reached keeps None: AdamW leaves it alone)."""
+        config = self.config
+        if flat:
+            grads = clip_task_gradients(flat, config.clip_norm) if config.clip == "task" else flat
+            combined = self.balancer.combine(grads)
+            offset = 0
+            for p, used in zip(self.shared, summed):
+                n = p.numel()
+                if used is not None:
+                    p.grad = combined[offset:offset + n].view_as(p).clone()
+                offset += n
+            return
+        if config.clip == "task":  # the sum of g_t / |g_t|, times the common norm (clip_task_gradients)
+            nonzero = [n for n in norms.values() if n > 0]
+            present = [g for g in summed if g is not None]
+            if nonzero and present:
+                torch._foreach_mul_(present, min(config.clip_norm, sum(nonzero) / len(nonzero)))
+        for p, g in zip(self.shared, summed):
+            p.grad = g
+
+    def train_step(self, prefetch_next: bool = False) -> dict:
+        """One optimizer step; returns its row for steps.csv.
+
+        Args:
+            prefetch_next: start assembling the next step's batches in the background (not before a
+                checkpoint: state.pt must hold the samplers' positions after this step).
+        """
         config = self.config
         seed_step(config.seed, self.step)
-        active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
-        chosen = step_tasks(config.sampling, active, self.sizes, config.seed, self.step) if active else []
+        plan, batches = self._step_batches(prefetch_next)
         self.optimizer.zero_grad(set_to_none=True)
-        grads, losses, pseudo_losses = {}, {}, {}
-        touched = [False] * len(self.shared)  # shared parameters some task's loss reached
-        for task in chosen:
-            for _ in range(config.accum):
-                ds = self.train_sets[task]
-                batch = make_batch(ds, self.streams[task].next(), collate_det if task == "det" else None)
+        losses, pseudo_losses, norms, flat = {}, {}, {}, {}
+        summed: list = [None] * len(self.shared)  # per shared parameter: the tasks' gradients, summed
+        for task, task_batches in batches.items():
+            for (pseudo, _), batch in zip(plan.batches[task], task_batches):
+                if pseudo:
+                    ploss = pseudo_loss(self.model, task, batch, self.device, config)
+                    (self.balancer(task, ploss * config.pseudo_weight) / config.accum).backward()
+                    pseudo_losses[task] = pseudo_losses.get(task, 0.0) + ploss.item() / config.accum
+                    continue
                 loss = task_loss(self.model, task, batch, self.device, self.spec.ignore_index, self.class_weights)
                 if not torch.isfinite(loss):
                     raise RunError(f"{self.run_dir}: {task} loss is {loss.item()} at step {self.step}; lower --lr")
                 (self.balancer(task, loss) / config.accum).backward()
                 losses[task] = losses.get(task, 0.0) + loss.item() / config.accum
-                self.batches_taken[task] += 1
-                if task in self.pseudo_sets:  # a pseudo-labelled batch beside each labelled one
-                    pbatch = make_batch(self.pseudo_sets[task], self.pseudo_streams[task].next(),
-                                        collate_det if task == "det" else None)
-                    ploss = pseudo_loss(self.model, task, pbatch, self.device, config)
-                    (self.balancer(task, ploss * config.pseudo_weight) / config.accum).backward()
-                    pseudo_losses[task] = pseudo_losses.get(task, 0.0) + ploss.item() / config.accum
-            if self.shared:  # take this task's backbone gradient out, so the next task's starts at zero
-                flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in self.shared])
-                for i, p in enumerate(self.shared):
-                    touched[i] |= p.grad is not None
-                    p.grad = None
-                grads[task] = flat
+            if self.shared:
+                self._take_gradient(task, summed, flat, norms)
         row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
         for t in self.tasks:
             row[f"loss_{t}"] = round(losses[t], 6) if t in losses else None
-            row[f"grad_{t}"] = round(float(grads[t].norm()), 6) if t in grads else None
+            row[f"grad_{t}"] = round(norms[t], 6) if t in norms else None
             row[f"weight_{t}"] = round(self.balancer.weight(t), 6)
             if t in self.pseudo_sets:
                 row[f"pseudo_{t}"] = round(pseudo_losses[t], 6) if t in pseudo_losses else None
-        if grads:
-            if config.clip == "task":
-                grads = clip_task_gradients(grads, config.clip_norm)
-            combined = self.balancer.combine(grads)
-            offset = 0
-            for p, used in zip(self.shared, touched):
-                n = p.numel()
-                if used:  # a parameter no task reached keeps grad None: AdamW leaves it alone
-                    p.grad = combined[offset:offset + n].view_as(p).clone()
-                offset += n
+        if norms:
+            self._set_shared_gradient(summed, flat, norms)
         if config.clip == "global":
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], config.clip_norm)
-        if chosen:
+        if plan.batches:
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
@@ -436,7 +541,7 @@ class Trainer:
         for t, v in losses.items():
             self.sums[f"loss_{t}"] = self.sums.get(f"loss_{t}", 0.0) + v
             self.sums[f"n_{t}"] = self.sums.get(f"n_{t}", 0) + 1
-            if t in grads:
+            if t in norms:
                 self.sums[f"grad_{t}"] = self.sums.get(f"grad_{t}", 0.0) + row[f"grad_{t}"]
         self.step += 1
         self.epoch_step += 1
@@ -519,11 +624,30 @@ class Trainer:
 
     def run(self, progress: bool = True) -> Path:
         """Train to the last epoch. Ctrl-C marks the run "interrupted" (resume it from its last checkpoint)."""
+        if progress:
+            for key, cache in self.image_caches.items():
+                tqdm.write(f"image cache {key}: {cache.describe()}")
         try:
             return self._run(progress)
         except KeyboardInterrupt:
             self.write_info("interrupted")
             raise
+        finally:
+            self.close()
+
+    def cache_notes(self) -> dict:
+        """run.json's record of the decoded-image caches: where, how big, reused or built (and how long)."""
+        if not self.image_caches:
+            return {}
+        return {"image_cache": {k: {"folder": str(c.folder), "mib": round(c.nbytes / 2**20, 1), "reused": c.reused,
+                                    "seconds": round(c.seconds, 1)} for k, c in self.image_caches.items()}}
+
+    def close(self) -> None:
+        """Stop the background batch thread (a pending step's batches are dropped)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+        self._pending = None
 
     def _run(self, progress: bool) -> Path:
         config = self.config
@@ -533,7 +657,9 @@ class Trainer:
             bar = tqdm(total=self.steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
                        disable=None if progress else True, leave=False)
             while self.epoch_step < self.steps:
-                row = self.train_step()
+                checkpoint_next = (self.epoch_step + 1 >= self.steps
+                                   or bool(config.checkpoint_every and (self.step + 1) % config.checkpoint_every == 0))
+                row = self.train_step(prefetch_next=not checkpoint_next)
                 self.step_rows.append(row)
                 bar.update(1)
                 bar.set_postfix({t: f"{row[f'loss_{t}']:.3f}" for t in self.tasks if row[f"loss_{t}"] is not None})
@@ -585,7 +711,7 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
             parents=tuple(parents if parents is not None else ([parent.id] if parent else [])),
             backbone=config.backbone, tasks=tuple(trainer.tasks), data=str(spec.path), status="running",
             model=trainer.model.config.to_dict(), img_size=dict(config.img_size),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra=dict(notes or {})).write(run_dir)
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra={**(notes or {}), **trainer.cache_notes()}).write(run_dir)
     return trainer.run(progress)
 
 
