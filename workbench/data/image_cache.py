@@ -142,7 +142,7 @@ def cached_arrays(root: Path, task: str, size: int, sources: Sequence[Sequence[P
         for a in out.values():
             a.flush()
         nbytes = sum(a.nbytes for a in out.values())
-        del out
+        out.clear()  # close the memmaps before the folder is renamed
         (tmp / "meta.json").write_text(json.dumps({"version": VERSION, "task": task, "size": size, "images": n,
                                                    "fingerprint": key, "bytes": nbytes, **params}, indent=1))
     arrays = _open(folder)
