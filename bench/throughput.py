@@ -8,9 +8,10 @@ machine hits all alike); min / median / max over the repeats. The settings:
 - before: images decoded lazily inside the steps (the first pass of a run), batches built in the
   step, every task's backbone gradient copied into a flat vector (the trainer before the image
   cache, the prefetch thread and the in-place gradient sum);
-- cache: images read from the memory-mapped decoded-image cache, batches built in the step;
-- cache + prefetch: the next step's batches assembled in a background thread (the default);
-- cache + prefetch, flat gradients: the default with the flat per-task copies (what PCGrad needs);
+- cache, no prefetch: images read from the memory-mapped decoded-image cache, batches built in the
+  step, per-task gradients summed in place (the default on a CPU);
+- cache, no prefetch, flat gradients: the same with the flat per-task copies (what PCGrad needs);
+- cache + prefetch: the next step's batches assembled in a background thread (the default on a GPU);
 - bare timm: efficientnet_lite0 `features_only` forward + backward + AdamW on the same three
   batches, channels-last like the workbench's model, inputs already tensors.
 
@@ -32,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SETTINGS = {
     "before: lazy decoding, no prefetch, flat gradients": dict(cache_images=False, prefetch=False, flat=True),
-    "cache, no prefetch": dict(cache_images=True, prefetch=False, flat=False),
-    "cache + prefetch (default)": dict(cache_images=True, prefetch=True, flat=False),
-    "cache + prefetch, flat gradients": dict(cache_images=True, prefetch=True, flat=True),
+    "cache, no prefetch (the CPU default)": dict(cache_images=True, prefetch=False, flat=False),
+    "cache, no prefetch, flat gradients": dict(cache_images=True, prefetch=False, flat=True),
+    "cache + prefetch": dict(cache_images=True, prefetch=True, flat=False),
 }
 BARE = "bare timm, channels-last"
 
@@ -93,8 +94,8 @@ def worker(data: str, runs_dir: str, setting: str, steps: int, warmup: int, pret
     return {"step_s": (time.perf_counter() - t0) / steps, "setup_s": setup_s, "caches": caches}
 
 
-def spread(values: list[float], scale: float = 1.0) -> str:
-    return " / ".join(f"{v * scale:.0f}" for v in (min(values), statistics.median(values), max(values)))
+def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
+    return " / ".join(f"{v * scale:.{digits}f}" for v in (min(values), statistics.median(values), max(values)))
 
 
 def main(argv=None) -> None:
@@ -144,7 +145,7 @@ def main(argv=None) -> None:
               + f"; {sum(c['mib'] for c in first_cached['caches'].values()):.0f} MiB in all, built in "
               f"{max(c['seconds'] for c in first_cached['caches'].values()):.1f} s at most per data set "
               f"({sum(c['seconds'] for c in first_cached['caches'].values()):.1f} s in all, {os.cpu_count()} decoding threads"
-              f"); a later run's trainer set-up with every cache reused: {spread(reused, 1)} s "
+              f"); a later run's trainer set-up with every cache reused: {spread(reused, 1, 1)} s "
               f"(min / median / max)."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

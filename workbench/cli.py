@@ -119,6 +119,8 @@ def recipe_options(f):
         click.option("--backbone-lr-scale", default=1.0, show_default=True,
                      help="Backbone learning rate = lr x this (e.g. 0.1 when fine-tuning pretrained weights)."),
         click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: one pass of the largest task)."),
+        click.option("--budget", help="Training time, e.g. 90s, 15m, 2h: the first steps and one validation are timed, "
+                                      "then the steps per epoch (and the LR schedule) are set to fill it; recorded in run.json."),
         click.option("--sampling", type=click.Choice(["round-robin", "proportional"]), default="round-robin", show_default=True,
                      help="round-robin: a batch of every task each step; proportional: one task a step, by data set size."),
         click.option("--task-steps", help="Per-task budget of batches, e.g. cls=200,det=800: a task stops early, the others go on."),
@@ -137,8 +139,9 @@ def recipe_options(f):
         click.option("--checkpoint-every", type=int, help="Optimizer steps between resume checkpoints (default: each epoch)."),
         click.option("--cache-images/--no-cache-images", default=True, show_default=True,
                      help="Decode images once into runs/.cache/images (memory-mapped, reused by later runs at the same size)."),
-        click.option("--prefetch/--no-prefetch", default=True, show_default=True,
-                     help="Assemble the next step's batches in a background thread (same batches, less waiting)."),
+        click.option("--prefetch/--no-prefetch", default=None,
+                     help="Assemble the next step's batches in a background thread (the same batches; default: on "
+                          "a GPU only, on a 2-core CPU the thread slows the step, bench/THROUGHPUT.md)."),
         click.option("--seed", default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ..."),
         click.option("--name", help="Run id (default: <recipe>-<backbone>-<time>)."),

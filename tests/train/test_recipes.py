@@ -265,7 +265,8 @@ def _cli(*args: str, cwd: Path) -> subprocess.Popen:
 def test_resume_after_sigkill_ends_with_the_metrics_of_an_uninterrupted_run(tiny_data, tmp_path):
     common = ["--data", str(tiny_data), "--backbone", "resnet10t", "--epochs", "3", "--steps-per-epoch", "3",
               "--img-size", "cls=32,det=64,seg=64", "--batch-size", "cls=8,det=4,seg=4", "--device", "cpu",
-              "--checkpoint-every", "2", "--ema", "0.5", "--balance", "uncertainty", "--clip", "task"]
+              "--checkpoint-every", "2", "--ema", "0.5", "--balance", "uncertainty", "--clip", "task",
+              "--prefetch"]  # batches assembled in the background thread: the resume must still be exact
     whole = _cli("train", "joint", *common, "--name", "whole", cwd=tmp_path)
     assert whole.wait(timeout=300) == 0, whole.stdout.read().decode()[-2000:]
     cut = _cli("train", "joint", *common, "--name", "cut", cwd=tmp_path)

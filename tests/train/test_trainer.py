@@ -66,7 +66,7 @@ def test_image_cache_and_background_batches_change_nothing_but_time(tiny_data, t
     """Decoded-image cache + prefetch thread vs lazy decoding in the step: the same steps, losses, weights."""
     import torch
     kw = dict(epochs=2, steps_per_epoch=3, augment="cls=shift:0.1+colour:0.2,det=hflip+scale:0.75:1.25,seg=hflip+scale:0.75:1.5")
-    fast = train_joint(tiny_train_config(tiny_data, tmp_path, "fast", **kw), progress=False)
+    fast = train_joint(tiny_train_config(tiny_data, tmp_path, "fast", prefetch=True, **kw), progress=False)
     slow = train_joint(tiny_train_config(tiny_data, tmp_path, "slow", cache_images=False, prefetch=False, **kw),
                        progress=False)
     rows = lambda run, name: [{k: v for k, v in r.items() if k != "time_s"} for r in csv.DictReader(open(run / name))]  # noqa: E731
@@ -78,3 +78,54 @@ def test_image_cache_and_background_batches_change_nothing_but_time(tiny_data, t
     assert set(caches) == {f"{s}/{t}" for s in ("train", "val") for t in ("cls", "det", "seg")}
     assert all(Path(c["folder"]).parent == tmp_path / ".cache" / "images" for c in caches.values())
     assert "image_cache" not in json.loads((slow / "run.json").read_text())
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("15m", 900), ("2h", 7200), ("1h30m", 5400), ("45", 45),
+                                           ("0.5h", 1800)])
+def test_budget_text(text, seconds):
+    from workbench.train.trainer import parse_budget
+    assert parse_budget(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["15 minutes", "m", "0m", "-5s", ""])
+def test_budget_text_refused(text):
+    from workbench.train.trainer import parse_budget
+    with pytest.raises(RunError, match="budget"):
+        parse_budget(text)
+
+
+def test_budget_and_steps_per_epoch_are_exclusive(tiny_data, tmp_path):
+    with pytest.raises(RunError, match="--budget or --steps-per-epoch"):
+        tiny_train_config(tiny_data, tmp_path, "both", budget="10m", steps_per_epoch=5)
+
+
+def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, monkeypatch):
+    """A fake clock: every step costs 2 s, every validation 5 s, budget 100 s over 2 epochs.
+    Calibration: 6 steps (the last 5 timed: 2 s a step), one validation (5 s): 17 s spent; left for
+    steps: 100 - 17 - 2 x 5 = 73 s = 36 steps; total 6 + 36 = 42 = 2 epochs of 21."""
+    import torch
+    from workbench.train import trainer as trainer_module
+    now = [0.0]
+    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
+    step, validate = trainer_module.Trainer.train_step, trainer_module.validate
+
+    def slow_step(self, **kw):
+        now[0] += 2.0
+        return step(self, **kw)
+
+    def slow_validate(*args):
+        now[0] += 5.0
+        return validate(*args)
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", slow_step)
+    monkeypatch.setattr(trainer_module, "validate", slow_validate)
+    run = train_joint(tiny_train_config(tiny_data, tmp_path, "budget", epochs=2, steps_per_epoch=None, budget="100s"),
+                      progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["budget"] == {"budget": "100s", "budget_s": 100.0, "step_s": 2.0, "val_s": 5.0,
+                              "steps_per_epoch": 21, "steps": 42}
+    assert info["steps"] == 42
+    steps = list(csv.DictReader(open(run / "steps.csv")))
+    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 21
+    assert float(steps[-1]["lr"]) < 0.01 * float(steps[20]["lr"])  # the cosine reaches ~0 at step 42, not before
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["progress"]["budget"]["steps"] == 42  # a resume keeps the fitted count

@@ -21,7 +21,7 @@ run resumed from its last checkpoint repeats the uninterrupted run exactly.
 Input pipeline: images are decoded once into the memory-mapped cache under `<runs_dir>/.cache/images`
 (workbench.data.image_cache; `cache_images`), and the next step's batches are planned (sample
 indices) and assembled (augmentation, collation) in a background thread while the current step
-computes (`prefetch`). A step's augmentation draws from its own generator seeded by (seed, step,
+computes (`prefetch`; by default only on an accelerator). A step's augmentation draws from its own generator seeded by (seed, step,
 batch), so the thread changes nothing but the time; no step is planned ahead across a checkpoint,
 so state.pt always holds the samplers' positions after its step.
 """
@@ -96,6 +96,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     steps_per_epoch: int | None = None  # None: the largest task's batches (round-robin) or their sum
+    budget: str | None = None  # training time, e.g. "15m": the step count fills it (see fit_budget)
     sampling: str = "round-robin"  # or proportional: one task a step, drawn by data set size
     task_steps: dict | None = None  # task -> its budget of batches; it stops early, the others go on
     balance: str = "fixed"  # a name in workbench.train.balancing.BALANCERS
@@ -114,7 +115,9 @@ class TrainConfig:
     seg_confidence: float = 0.5  # soft seg targets count where the teacher's top probability reaches this
     checkpoint_every: int | None = None  # optimizer steps between resume checkpoints (also every epoch)
     cache_images: bool = True  # decode images once into <runs_dir>/.cache/images (memory-mapped), reused by later runs
-    prefetch: bool = True  # assemble the next step's batches in a background thread
+    prefetch: bool | None = None  # assemble the next step's batches in a background thread; None: only on an
+    # accelerator (on a 2-core CPU the thread's torch ops compete with the step's for the cores: +46% vs
+    # +14% a step over bare timm in bench/THROUGHPUT.md; batches take ~30 ms of a ~900 ms step there)
     name: str | None = None
     runs_dir: str = str(RUNS_DIR)
 
@@ -143,6 +146,10 @@ class TrainConfig:
             raise RunError(f"unknown loss balancing {self.balance!r}; choose one of {', '.join(BALANCERS)}")
         if self.clip not in CLIP_MODES:
             raise RunError(f"unknown clipping {self.clip!r}; choose one of {', '.join(CLIP_MODES)}")
+        if self.budget is not None:
+            parse_budget(self.budget)
+            if self.steps_per_epoch:
+                raise RunError("give --budget or --steps-per-epoch, not both: the budget sets the steps")
         if self.accum < 1 or self.clip_norm <= 0 or not 0 <= self.ema < 1 or self.keep_top < 1:
             raise RunError("accum >= 1, clip_norm > 0, 0 <= ema < 1 and keep_top >= 1 are required")
         for task, how in (self.class_balance or {}).items():
@@ -163,6 +170,53 @@ class TrainConfig:
         if unknown:
             raise RunError(f"config has unknown keys {sorted(unknown)}")
         return cls(**d)
+
+
+BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
+CALIBRATION_STEPS = 6  # steps timed (all but the first) before a budget's step count is set
+
+
+def _clock() -> float:
+    """Seconds of the budget clock (a test replaces it with a fake one)."""
+    return time.perf_counter()
+
+
+def parse_budget(text: str | int | float) -> float:
+    """A time budget in seconds: "90s", "15m", "2h", "1h30m" or a plain number of seconds.
+
+    Raises:
+        RunError: anything else, or a budget of zero.
+    """
+    import re
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    elif re.fullmatch(r"(\d+(\.\d+)?[smh])+", value):
+        seconds = sum(float(n) * BUDGET_UNITS[u] for n, _, u in re.findall(r"(\d+(\.\d+)?)([smh])", value))
+    else:
+        raise RunError(f"budget {text!r}: expected a duration like 90s, 15m, 2h or 1h30m")
+    if seconds <= 0:
+        raise RunError(f"budget {text!r} must be more than zero")
+    return seconds
+
+
+def budget_steps(budget_s: float, elapsed_s: float, steps_done: int, step_s: float, val_s: float,
+                 epochs: int) -> int:
+    """Optimizer steps per epoch that fill a time budget.
+
+    Args:
+        budget_s: the whole budget; elapsed_s: spent so far (calibration steps and validation included).
+        steps_done: steps already taken; step_s: measured seconds per step; val_s: seconds of one
+            end-of-epoch validation (raw and EMA).
+        epochs: end-of-epoch validations still to come (all of them).
+
+    Returns:
+        ceil(total / epochs) with total = steps_done + the whole steps that fit into what is left once
+        every validation is paid for; at least steps_done / epochs rounded up, and 1.
+    """
+    left = budget_s - elapsed_s - epochs * val_s
+    total = steps_done + max(0, math.floor(left / max(step_s, 1e-9)))
+    return max(1, math.ceil(total / epochs))
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -309,10 +363,16 @@ def build_optimizer(model: MultiTaskModel, balancer: torch.nn.Module, config: Tr
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup (warmup_steps, at most a fifth of the run), then cosine decay to 0 at step `total`."""
-    warmup = min(config.warmup_steps, total // 5 + 1)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup (warmup_steps, at most a fifth of the run), then cosine decay to 0 at step `total`.
+
+    Args:
+        total: the run's optimizer steps, or a callable returning them (a budget sets them after the
+            first steps; the schedule follows).
+    """
+    count = total if callable(total) else (lambda: total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, count(), min(config.warmup_steps, count() // 5 + 1)))
 
 
 def build_ema(model: MultiTaskModel, config: TrainConfig) -> ModelEmaV3 | None:
@@ -349,16 +409,19 @@ class Trainer:
         self.total = self.steps * config.epochs
         self.balancer = make_balancer(config.balance, self.tasks, config.loss_weights, config.balance_ratio).to(self.device)
         self.optimizer = build_optimizer(self.model, self.balancer, config)
-        self.scheduler = build_scheduler(self.optimizer, config, self.total)
+        self.scheduler = build_scheduler(self.optimizer, config, lambda: self.total)
         self.ema = build_ema(self.model, config)
         self.shared = shared_parameters(self.model)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if config.prefetch else None
+        prefetch = config.prefetch if config.prefetch is not None else self.device.type != "cpu"
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if prefetch else None
         self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
+        self.clock = _clock  # what a budget is measured with
         self._start_progress()
 
     def _start_progress(self) -> None:
         """The progress of a run not started yet; all of it goes into state.pt."""
         self.step, self.epoch, self.epoch_step = 0, 0, 0
+        self.budget: dict | None = None  # with config.budget: its measured fit, once the first steps are timed
         self.sums: dict[str, float] = {}
         self.batches_taken = {t: 0 for t in self.tasks}
         self.rows: list[dict] = []
@@ -380,7 +443,8 @@ class Trainer:
                 "progress": {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
                              "sums": self.sums, "batches_taken": self.batches_taken, "rows": self.rows,
                              "step_rows": self.step_rows, "best": self.best, "best_ema": self.best_ema,
-                             "task_best": self.task_best, "checkpoints": self.checkpoints, "wall": self.wall},
+                             "task_best": self.task_best, "checkpoints": self.checkpoints, "wall": self.wall,
+                             "budget": self.budget},
                 "head_states": self.head_states}
 
     def load_state(self, state: dict) -> None:
@@ -397,6 +461,8 @@ class Trainer:
             self.pseudo_streams[t].load_state(s)
         for key, value in state["progress"].items():
             setattr(self, key, value)
+        if self.budget is not None:  # the fitted step count, not the provisional one
+            self.steps, self.total = self.budget["steps_per_epoch"], self.budget["steps_per_epoch"] * self.config.epochs
         self.head_states = state["head_states"]
 
     def save_state(self) -> None:
@@ -620,6 +686,8 @@ class Trainer:
                        task_best={t: {METRICS[t]: round(b["value"], 5), "epoch": b["epoch"], "source": b.get("source")}
                                   for t, b in self.task_best.items() if b["epoch"] is not None},
                        checkpoints=self.checkpoints, best_ema_score=round(self.best_ema, 5) if self.ema else None)
+        if self.budget is not None:
+            info = replace(info, extra={**info.extra, "budget": self.budget})
         info.write(self.run_dir)
 
     def run(self, progress: bool = True) -> Path:
@@ -649,8 +717,38 @@ class Trainer:
             self._executor = None
         self._pending = None
 
+    def fit_budget(self, progress: bool) -> None:
+        """Take the first CALIBRATION_STEPS steps, time all but the first and one validation, and set the
+        steps per epoch (so the warmup / cosine schedule) that fill `config.budget` from the run's start
+        (after set-up: building the image cache is not counted); recorded in run.json and state.pt."""
+        config = self.config
+        budget_s = parse_budget(config.budget)
+        self.recipe.set_train_mode(self.model)
+        t_start, wall0 = self.clock(), time.time()
+        for k in range(CALIBRATION_STEPS):
+            if k == 1:
+                t_steps = self.clock()
+            self.step_rows.append(self.train_step(prefetch_next=k < CALIBRATION_STEPS - 1))
+        step_s = (self.clock() - t_steps) / (CALIBRATION_STEPS - 1)
+        t_val = self.clock()
+        validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
+        val_s = (self.clock() - t_val) * (2 if self.ema is not None else 1)
+        self.recipe.set_train_mode(self.model)
+        elapsed = self.clock() - t_start
+        self.steps = max(budget_steps(budget_s, elapsed, self.step, step_s, val_s, config.epochs),
+                         math.ceil(self.step / config.epochs))
+        self.total = self.steps * config.epochs
+        self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
+                       "val_s": round(val_s, 2), "steps_per_epoch": self.steps, "steps": self.total}
+        self.wall += time.time() - wall0
+        if progress:
+            tqdm.write(f"budget {config.budget}: {step_s:.3f} s a step, {val_s:.1f} s a validation -> "
+                       f"{self.total} steps ({config.epochs} epochs of {self.steps})")
+
     def _run(self, progress: bool) -> Path:
         config = self.config
+        if config.budget and self.budget is None:
+            self.fit_budget(progress)
         while self.epoch < config.epochs:
             self.recipe.set_train_mode(self.model)
             t_start = time.time()
