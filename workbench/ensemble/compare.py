@@ -164,7 +164,7 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
         n = len(names[task])
         # row 0 of the index matrix is the split itself, so one pycocotools evaluate() serves both
         idx = np.concatenate([np.arange(n)[None], resample_indices(n, n_boot, rng)])  # (1 + B, N)
-        both = _task_resamples(task, per_image[task], truth, idx)
+        both = task_resamples(task, per_image[task], truth, idx)
         both[[task not in s for s in serves]] = np.nan
         values[metric], samples[metric] = both[:, 0], both[:, 1:]
     values["score"] = np.mean([values[m] for m in METRICS.values()], axis=0)  # NaN for a partial member
@@ -224,7 +224,7 @@ def build_per_image(subs: list[Submission], truth: GroundTruth, names: dict[str,
     return {"cls": cls, "det": det, "seg": seg}
 
 
-def _task_resamples(task: str, material, truth: GroundTruth, idx: np.ndarray) -> np.ndarray:
+def task_resamples(task: str, material, truth: GroundTruth, idx: np.ndarray) -> np.ndarray:
     """(R, B) metric of every row on each resample of one task's images."""
     if task == "cls":
         return bootstrap_means(material, idx)

@@ -6,6 +6,7 @@ its own mean and std, so callers never need to know the backbone's preprocessing
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,6 +35,7 @@ class ModelConfig:
     std: tuple[float, float, float] | None = None
     det_size_activation: str = "softplus"  # runs written before it existed used "relu" (from_dict)
     head_convs: str = "conv"  # "conv" or "separable" 3x3s in the neck and heads (models.heads.conv_gn_relu)
+    norm_stats: str = "shared"  # "shared" or "task": BatchNorm running statistics of the backbone per task
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,7 +50,26 @@ class ModelConfig:
             d[k] = tuple(d[k]) if d.get(k) else None
         d.setdefault("det_size_activation", "relu")  # older run.json: the head had a ReLU
         d.setdefault("head_convs", "conv")
+        d.setdefault("norm_stats", "shared")
         return cls(**d)
+
+
+NORM_STATS = ("shared", "task")
+
+
+class TaskNormStats(nn.Module):
+    """One task's copy of the running statistics of a list of BatchNorm layers (buffers mean_i, var_i,
+    count_i), starting from the layers' own (the pretrained statistics)."""
+
+    def __init__(self, norms: Sequence[nn.modules.batchnorm._BatchNorm]):
+        super().__init__()
+        for i, m in enumerate(norms):
+            self.register_buffer(f"mean_{i}", m.running_mean.detach().clone())
+            self.register_buffer(f"var_{i}", m.running_var.detach().clone())
+            self.register_buffer(f"count_{i}", m.num_batches_tracked.detach().clone())
+
+    def stats(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return getattr(self, f"mean_{i}"), getattr(self, f"var_{i}"), getattr(self, f"count_{i}")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -135,6 +156,15 @@ class MultiTaskModel(nn.Module):
         std = config.std or cfg.get("std", (0.229, 0.224, 0.225))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        if config.norm_stats not in NORM_STATS:
+            raise RunError(f"norm statistics must be one of {', '.join(NORM_STATS)}, got {config.norm_stats!r}")
+        # per-task BatchNorm statistics: classification crops (64 px) and street scenes (256 px) have
+        # different activation statistics; one shared running mean fits neither (DESIGN.md: cls Top-1
+        # 0.569 shared vs 0.668 with statistics re-estimated on crops alone, weights untouched)
+        self._norms = [m for m in self.backbone.modules()
+                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.task_stats = (nn.ModuleDict({t: TaskNormStats(self._norms) for t in TASKS})
+                           if config.norm_stats == "task" else None)
         convs = config.head_convs
         self.neck = FPN(channels, config.neck_channels, convs=convs)
         self.heads = nn.ModuleDict({
@@ -156,10 +186,13 @@ class MultiTaskModel(nn.Module):
         Returns:
             {"cls": (B, K_cls) logits, "det": CenterHead dict at H/4 x W/4, "seg": (B, K_seg, H/4, W/4) logits}.
         """
+        if self.task_stats is not None and len(tasks) > 1:  # each task's backbone pass with its own statistics
+            return {k: v for t in TASKS if t in tasks for k, v in self.forward(images, (t,)).items()}
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        feats = self.backbone(x)
+        with self.norm_stats_of(tasks[0] if self.task_stats is not None else None):
+            feats = self.backbone(x)
         feats = [feats[i] for i in self.levels]
         out = {}
         if "cls" in tasks:
@@ -171,6 +204,23 @@ class MultiTaskModel(nn.Module):
             if "seg" in tasks:
                 out["seg"] = self.heads["seg"](pyramid)
         return out
+
+    @contextmanager
+    def norm_stats_of(self, task: str | None):
+        """Within the block the backbone's BatchNorm layers use (and, training, update) `task`'s running
+        statistics; None (or shared statistics): their own. The layers' own buffers are put back after."""
+        if task is None or self.task_stats is None:
+            yield
+            return
+        own = [(m.running_mean, m.running_var, m.num_batches_tracked) for m in self._norms]
+        holder = self.task_stats[task]
+        for i, m in enumerate(self._norms):
+            m.running_mean, m.running_var, m.num_batches_tracked = holder.stats(i)
+        try:
+            yield
+        finally:
+            for m, (mean, var, count) in zip(self._norms, own):
+                m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
 
     def task_parameters(self, task: str) -> list[nn.Parameter]:
         """Parameters of one task's head (the neck is shared by det and seg)."""

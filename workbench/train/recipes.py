@@ -48,7 +48,7 @@ def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
     return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
                                       num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
                                       neck_channels=config.neck_channels, head_convs=config.head_convs,
-                                      pretrained=config.pretrained,
+                                      norm_stats=config.norm_stats, pretrained=config.pretrained,
                                       mean=config.mean, std=config.std))
 
 
@@ -134,7 +134,7 @@ class HeadFineTune(Recipe):
         """headft takes the parent's architecture, input sizes and normalisation."""
         model = parent.model_config()
         return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
-                       pretrained=None,
+                       norm_stats=model.norm_stats, pretrained=None,
                        mean=model.mean, std=model.std, img_size=dict(parent.info.img_size or config.img_size))
 
     def build_model(self, spec: DatasetSpec, config: TrainConfig, parent: Run, device: torch.device) -> MultiTaskModel:

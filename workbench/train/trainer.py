@@ -53,7 +53,7 @@ from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
 from workbench.models.heads import HEAD_CONVS
-from workbench.models.model import MultiTaskModel, resolve_device
+from workbench.models.model import NORM_STATS, MultiTaskModel, resolve_device
 from workbench.records import METRICS, TASKS, Predictions
 from workbench.records.run_info import RunInfo
 from workbench.runs import RUNS_DIR, Run, save_weights
@@ -90,6 +90,7 @@ class TrainConfig:
     warmup_steps: int = 50
     neck_channels: int = 64
     head_convs: str = "conv"  # "conv" or "separable" 3x3 convolutions in the neck and the det/seg heads
+    norm_stats: str = "shared"  # "shared" or "task": the backbone's BatchNorm running statistics per task
     pretrained: str | None = None
     mean: tuple[float, float, float] | None = None  # input normalisation; None: the backbone's pretrained_cfg
     std: tuple[float, float, float] | None = None
@@ -130,6 +131,8 @@ class TrainConfig:
         if not self.tasks or any(t not in TASKS for t in self.tasks):
             raise RunError(f"tasks must be some of {', '.join(TASKS)}, got {list(self.tasks)}")
         recipe.check(self)
+        if self.norm_stats not in NORM_STATS:
+            raise RunError(f"norm statistics must be one of {', '.join(NORM_STATS)}, got {self.norm_stats!r}")
         if self.head_convs not in HEAD_CONVS:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:

@@ -1,0 +1,81 @@
+"""Per-task BatchNorm statistics (`--norm-stats task`): each task's batches update and use their own."""
+import pytest
+import torch
+
+from workbench.errors import RunError
+from workbench.models.model import ModelConfig, MultiTaskModel
+from workbench.runs import save_weights
+
+CONFIG = dict(num_cls=5, num_det=3, num_seg=4, neck_channels=16)
+
+
+def model(norm_stats: str, seed: int = 0) -> MultiTaskModel:
+    torch.manual_seed(seed)
+    return MultiTaskModel(ModelConfig("resnet10t", norm_stats=norm_stats, **CONFIG))
+
+
+def crops():  # bright small crops
+    return 0.8 + 0.2 * torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def scenes():  # dark scenes
+    return 0.3 * torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def own_stats(m: MultiTaskModel) -> list[torch.Tensor]:
+    return [x.clone() for n in m._norms for x in (n.running_mean, n.running_var)]
+
+
+def test_each_task_updates_its_own_statistics_and_the_layers_keep_theirs():
+    m, shared = model("task"), model("shared")
+    start = own_stats(m)
+    m.train(), shared.train()
+    m(crops(), tasks=("cls",))
+    shared(crops(), tasks=("cls",))  # the same layers, one set of statistics, fed only the crops
+    m(scenes(), tasks=("seg",))
+    cls, seg, det = m.task_stats["cls"], m.task_stats["seg"], m.task_stats["det"]
+    # the cls set is exactly what a shared set fed only the crops holds (momentum 0.1 from the same start)
+    for i, n in enumerate(shared._norms):
+        torch.testing.assert_close(cls.stats(i)[0], n.running_mean)
+        torch.testing.assert_close(cls.stats(i)[1], n.running_var)
+        assert int(cls.stats(i)[2]) == 1
+    assert not torch.allclose(cls.mean_0, seg.mean_0)  # crops and scenes moved their own means
+    assert torch.equal(det.mean_0, start[0]) and int(det.count_0) == 0  # det saw nothing
+    assert all(torch.equal(a, b) for a, b in zip(own_stats(m), start))  # the layers' own buffers are back
+
+
+def test_eval_uses_the_tasks_statistics_and_a_multi_task_call_equals_single_ones():
+    m = model("task").train()
+    m(crops(), tasks=("cls",))
+    m(scenes(), tasks=("seg",))
+    m.eval()
+    x = scenes()
+    with torch.no_grad():
+        both = m(x, tasks=("cls", "seg"))
+        alone = {t: m(x, tasks=(t,))[t] for t in ("cls", "seg")}
+        torch.testing.assert_close(both["cls"], alone["cls"])
+        torch.testing.assert_close(both["seg"], alone["seg"])
+        for i, n in enumerate(m._norms):  # the seg statistics, put in by hand, give the seg output
+            n.running_mean, n.running_var = m.task_stats["seg"].stats(i)[0].clone(), m.task_stats["seg"].stats(i)[1].clone()
+        m.task_stats = None
+        torch.testing.assert_close(m(x, tasks=("seg",))["seg"], alone["seg"])
+        assert not torch.allclose(m(x, tasks=("cls",))["cls"], alone["cls"])  # cls used its own set
+
+
+def test_statistics_are_saved_and_loaded_with_the_weights(tmp_path):
+    m = model("task").train()
+    m(crops(), tasks=("cls",))
+    save_weights(m, tmp_path / "w.safetensors")  # safetensors refuses tensors sharing memory: none do
+    from safetensors.torch import load_file
+    state = load_file(str(tmp_path / "w.safetensors"))
+    assert torch.equal(state["task_stats.cls.mean_0"], m.task_stats["cls"].mean_0)
+    other = model("task", seed=1)
+    other.load_state_dict(state)
+    m.eval(), other.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(other(crops(), tasks=("cls",))["cls"], m(crops(), tasks=("cls",))["cls"])
+
+
+def test_unknown_norm_stats_refused():
+    with pytest.raises(RunError, match="norm statistics must be one of shared, task"):
+        model("per-task")
