@@ -15,6 +15,7 @@ not shown to be real. Only val is read.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -29,8 +30,8 @@ from _common import header  # noqa: E402
 from workbench.data.spec import DatasetSpec  # noqa: E402
 from workbench.ensemble.bootstrap import percentile_interval, resample_indices  # noqa: E402
 from workbench.ensemble.compare import build_per_image, task_resamples  # noqa: E402
-from workbench.ensemble.members import member_predictions  # noqa: E402
-from workbench.records import METRIC_COLUMNS, METRICS, TASKS, to_submission  # noqa: E402
+from workbench.ensemble.members import member_predictions, member_tasks  # noqa: E402
+from workbench.records import METRIC_COLUMNS, METRICS, TASKS, Submission, to_submission  # noqa: E402
 from workbench.records.ensemble import parse_member  # noqa: E402
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo  # noqa: E402
 
@@ -54,24 +55,51 @@ def train(wb: str, argv: list[str], runs_dir: Path, name: str) -> tuple[RunInfo,
     return RunInfo.read(run), time.time() - t0
 
 
-def samples_of(runs: list[str], data: str, n_boot: int, seed: int) -> tuple[dict, dict]:
-    """Per metric: (R,) values on val and (R, B) values on B paired resamples of the images."""
+def plain_submission(folder: Path, spec: DatasetSpec) -> tuple[Submission, str]:
+    """The val predictions bench/plain.py wrote into `folder`, and the task they serve."""
+    result = json.loads((folder / "result.json").read_text())
+    preds = json.loads((folder / "val.json").read_text())
+    seg = dict(np.load(folder / "val_seg.npz")) if (folder / "val_seg.npz").exists() else {}
+    return Submission(cls=preds["cls"], det=preds["det"], seg=seg, cls_classes=spec.cls_classes,
+                      seg_num_classes=len(spec.seg_classes)), result["task"]
+
+
+def samples_of(rows: list[str], data: str, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Per metric: (R,) values on val and (R, B) values on B paired resamples of the images (NaN for a
+    task a row does not serve). A row is a run folder, or a bench/plain.py output folder."""
     spec = DatasetSpec(data)
     truth = spec.ground_truth("val")
-    preds = member_predictions([parse_member(r) for r in runs], data, "val", "auto", False)
-    subs = [to_submission(p, spec.cls_classes, len(spec.seg_classes)) for p in preds]
+    subs, serves = [], []
+    for row in rows:
+        if (Path(row) / "result.json").exists():
+            sub, task = plain_submission(Path(row), spec)
+            subs.append(sub)
+            serves.append({task})
+        else:
+            member = parse_member(row)
+            pred = member_predictions([member], data, "val", "auto", False)[0]
+            subs.append(to_submission(pred, spec.cls_classes, len(spec.seg_classes)))
+            serves.append(set(member_tasks(member)))
     names = {t: truth.names(t) for t in TASKS}
-    per_image = build_per_image(subs, truth, names)
+    per_image = build_per_image(subs, truth, names, serves)
     rng = np.random.default_rng(seed)
     values, samples = {}, {}
     for task, metric in METRICS.items():
         n = len(names[task])
         idx = np.concatenate([np.arange(n)[None], resample_indices(n, n_boot, rng)])
-        both = task_resamples(task, per_image[task], truth, idx)
+        if any(task in s for s in serves):
+            both = task_resamples(task, per_image[task], truth, idx)
+        else:
+            both = np.full((len(rows), n_boot + 1), np.nan)
+        both[[task not in s for s in serves]] = np.nan
         values[metric], samples[metric] = both[:, 0], both[:, 1:]
     values["score"] = np.mean([values[m] for m in METRICS.values()], axis=0)
     samples["score"] = np.mean([samples[m] for m in METRICS.values()], axis=0)
     return values, samples
+
+
+def cell(value: float) -> str:
+    return f"{value:.4f}" if np.isfinite(value) else "-"
 
 
 def main(argv=None) -> None:
@@ -79,6 +107,8 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="../shared/data/traffic/dataset.yaml")
     parser.add_argument("--common", required=True, help="wb arguments every run shares (quoted)")
     parser.add_argument("--variant", action="append", required=True, help="NAME=ARGS; the first is the reference")
+    parser.add_argument("--reference", help="NAME=FOLDER with {seed}: bench/plain.py outputs, one per seed, put "
+                                            "first (the reference of every difference)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--budget", required=True)
     parser.add_argument("--prefix", default="q")
@@ -99,6 +129,12 @@ def main(argv=None) -> None:
                             Path(args.runs_dir), run_name)
             runs.setdefault(name, []).append(str(Path(args.runs_dir) / run_name))
             seconds.setdefault(name, []).append(info.wall_time_s or 0.0)
+    if args.reference:
+        ref_name, template = args.reference.split("=", 1)
+        runs = {ref_name: [template.format(seed=s) for s in seeds], **runs}
+        seconds = {ref_name: [json.loads((Path(r) / "result.json").read_text())["total_s"] for r in runs[ref_name]],
+                   **seconds}
+        variants = [(ref_name, ["(bench/plain.py)"]), *variants]
     order = [r for name, _ in variants for r in runs[name]]
     values, samples = samples_of(order, args.data, args.n_boot, 0)
     k = len(seeds)
@@ -119,25 +155,25 @@ def main(argv=None) -> None:
     for v, (name, extra) in enumerate(variants):
         for j, seed in enumerate(seeds):
             r = v * k + j
-            lines.append(f"| {name} | {seed} | " + " | ".join(f"{values[m][r]:.4f}" for m, _ in cols)
+            lines.append(f"| {name} | {seed} | " + " | ".join(cell(values[m][r]) for m, _ in cols)
                          + f" | {seconds[name][j]:.0f} |")
     lines += ["", "| variant (args) | " + " | ".join(f"{h} mean [min, max]" for _, h in cols)
-              + " | score diff vs " + variants[0][0] + " [95%] |", "|---" * (len(cols) + 2) + "|"]
+              + " | diff vs " + variants[0][0] + " [95%] |", "|---" * (len(cols) + 2) + "|"]
     for v, (name, extra) in enumerate(variants):
         block = {m: values[m][v * k:(v + 1) * k] for m, _ in cols}
-        cells = " | ".join(f"{block[m].mean():.4f} [{block[m].min():.4f}, {block[m].max():.4f}]" for m, _ in cols)
+        cells = " | ".join(f"{cell(block[m].mean())} [{cell(block[m].min())}, {cell(block[m].max())}]"
+                           if np.isfinite(block[m]).all() else "-" for m, _ in cols)
         if v == 0:
             diff = "-"
         else:
-            d = seed_mean(v, "score") - seed_mean(0, "score")
-            low, high = percentile_interval(d, 0.95)
-            point = values["score"][v * k:(v + 1) * k].mean() - values["score"][:k].mean()
-            per_task = ", ".join(
-                f"{h} {values[m][v * k:(v + 1) * k].mean() - values[m][:k].mean():+.4f} "
-                f"[{percentile_interval(seed_mean(v, m) - seed_mean(0, m), 0.95)[0]:+.4f}, "
-                f"{percentile_interval(seed_mean(v, m) - seed_mean(0, m), 0.95)[1]:+.4f}]"
-                for m, h in cols[:3])
-            diff = f"{point:+.4f} [{low:+.4f}, {high:+.4f}] ({per_task})"
+            parts = []
+            for m, h in cols:
+                point = values[m][v * k:(v + 1) * k].mean() - values[m][:k].mean()
+                if not np.isfinite(point):
+                    continue
+                low, high = percentile_interval(seed_mean(v, m) - seed_mean(0, m), 0.95)
+                parts.append(f"{h} {point:+.4f} [{low:+.4f}, {high:+.4f}]")
+            diff = "; ".join(parts)
         lines.append(f"| {name} (`{' '.join(extra) or '-'}`) | {cells} | {diff} |")
     lines += ["", f"Intervals: {args.n_boot} resamples of the val images (per task, paired across every run) "
                   f"and of the {k} seeds (paired across variants); percentile 95%."]

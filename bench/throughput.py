@@ -148,6 +148,8 @@ def main(argv=None) -> None:
               f"); a later run's trainer set-up with every cache reused: {spread(reused, 1, 1)} s "
               f"(min / median / max)."]
     Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"median_s": median, "bare": BARE, "default_cpu": "cache, no prefetch (the CPU default)"}, indent=1))
     print("\n".join(lines))
 
 
