@@ -39,7 +39,7 @@ def budget_seconds(text: str) -> float:
 
 def load_rgb(path, size_wh) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize(size_wh, Image.BILINEAR))
+        return np.array(im.convert("RGB").resize(size_wh, Image.BILINEAR))
 
 
 def to_input(batch_uint8: torch.Tensor) -> torch.Tensor:  # (B, H, W, 3) uint8 -> normalised NCHW float
@@ -51,7 +51,14 @@ def cosine_lr(opt, base: float, frac: float) -> None:
         g["lr"] = base * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
+def set_weights(path: str) -> None:
+    global WEIGHTS
+    WEIGHTS = path
+
+
 def backbone(**kw):
+    if not WEIGHTS:  # random initialisation (the smoke test)
+        return timm.create_model("efficientnet_lite0", **kw)
     return timm.create_model("efficientnet_lite0", pretrained=True,
                              pretrained_cfg_overlay={"file": str(Path(WEIGHTS).resolve())}, **kw)
 
@@ -241,7 +248,9 @@ def main(argv=None) -> None:
     parser.add_argument("--budget", required=True, help="training time: 90s, 8m, 15m ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--weights", default=WEIGHTS, help="ImageNet weights of efficientnet_lite0 ('' : random)")
     args = parser.parse_args(argv)
+    set_weights(args.weights)
     torch.manual_seed(args.seed)
     data = Path(args.data)
     cfg = yaml.safe_load(data.read_text())
