@@ -60,3 +60,26 @@ def run_measured(cmd: list[str], capture: bool = False) -> tuple[int, str, float
         seconds = time.time() - t0
         text = Path(rss_file.name).read_text().strip()
     return proc.returncode, proc.stdout or "", seconds, (int(text) / 1024 if text else float("nan"))
+
+
+def bare_step_seconds(backbone_name: str, batches: list, steps: int, warmup: int, layout) -> float:
+    """Seconds per step of a bare timm `features_only` backbone: forward + backward of every batch
+    (float images in [0, 1]) and one AdamW step, weights and inputs in `layout` (a torch memory format)."""
+    import timm
+
+    backbone = timm.create_model(backbone_name, features_only=True).to(batches[0].device).train()
+    backbone = backbone.to(memory_format=layout)
+    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
+    inputs = [b.contiguous(memory_format=layout) for b in batches]
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        for images in inputs:
+            sum(f.mean() for f in backbone(images)).backward()
+        optimizer.step()
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps

@@ -13,10 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-import timm
 import torch
 
-from _common import header  # noqa: E402  (bench/ is the script folder)
+from _common import bare_step_seconds, header  # noqa: E402  (bench/ is the script folder)
 from workbench.data.loaders import collate_det
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
@@ -59,22 +58,7 @@ def step_cost(config: TrainConfig, run_dir: Path, steps: int = 6, warmup: int = 
 
     def bare(layout) -> float:
         """Seconds per step of the bare backbone with its weights and inputs in `layout`."""
-        backbone = timm.create_model(config.backbone, features_only=True).to(trainer.device).train()
-        backbone = backbone.to(memory_format=layout)
-        optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
-        inputs = [b.contiguous(memory_format=layout) for b in batches]
-
-        def bare_step():
-            optimizer.zero_grad(set_to_none=True)
-            for images in inputs:
-                sum(f.mean() for f in backbone(images)).backward()
-            optimizer.step()
-        for _ in range(warmup):
-            bare_step()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            bare_step()
-        return (time.perf_counter() - t0) / steps
+        return bare_step_seconds(config.backbone, batches, steps, warmup, layout)
 
     # like for like: the workbench model runs channels-last, so the overhead is against the same layout;
     # a plain timm loop in the default NCHW layout is reported beside it.

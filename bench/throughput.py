@@ -41,9 +41,9 @@ BARE = "bare timm, channels-last"
 
 
 def worker(data: str, runs_dir: str, setting: str, steps: int, warmup: int, pretrained: str | None) -> dict:
-    import timm
     import torch
 
+    from _common import bare_step_seconds
     from workbench.allocator import tune_allocator
     from workbench.data.loaders import collate_det
     from workbench.records.tasks import TASKS
@@ -77,21 +77,9 @@ def worker(data: str, runs_dir: str, setting: str, steps: int, warmup: int, pret
     batches = []
     for task in TASKS:
         batch = make_batch(trainer.train_sets[task], trainer.streams[task].next(), collate_det if task == "det" else None)
-        batches.append(batch[0].float().div(255).contiguous(memory_format=torch.channels_last))
-    backbone = timm.create_model("efficientnet_lite0", features_only=True).train().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(backbone.parameters(), lr=1e-4)
-
-    def bare_step():
-        optimizer.zero_grad(set_to_none=True)
-        for images in batches:
-            sum(f.mean() for f in backbone(images)).backward()
-        optimizer.step()
-    for _ in range(warmup):
-        bare_step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        bare_step()
-    return {"step_s": (time.perf_counter() - t0) / steps, "setup_s": setup_s, "caches": caches}
+        batches.append(batch[0].float().div(255))
+    bare = bare_step_seconds("efficientnet_lite0", batches, steps, warmup, torch.channels_last)
+    return {"step_s": bare, "setup_s": setup_s, "caches": caches}
 
 
 def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
