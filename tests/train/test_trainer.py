@@ -102,7 +102,9 @@ def test_budget_and_steps_per_epoch_are_exclusive(tiny_data, tmp_path):
 def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, monkeypatch):
     """A fake clock: every step costs 2 s, every validation 5 s, budget 100 s over 2 epochs.
     Calibration: 6 steps (the last 5 timed: 2 s a step), one validation (5 s): 17 s spent; left for
-    steps: 100 - 17 - 2 x 5 = 73 s = 36 steps; total 6 + 36 = 42 = 2 epochs of 21."""
+    steps: 100 - 17 - 2 x 5 = 73 s = 36 steps; total 6 + 36 = 42 = 2 epochs of 21.
+    Refit after epoch 1: 17 + 15 x 2 + 5 = 52 s for 21 steps (2.476 s a step, all in); 48 s left:
+    19 steps in epoch 2, 40 in all; the run ends at 52 + 19 x 2 + 5 = 95 s."""
     import torch
     from workbench.train import trainer as trainer_module
     now = [0.0]
@@ -122,10 +124,10 @@ def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, mon
                       progress=False)
     info = json.loads((run / "run.json").read_text())
     assert info["budget"] == {"budget": "100s", "budget_s": 100.0, "step_s": 2.0, "val_s": 5.0,
-                              "steps_per_epoch": 21, "steps": 42}
-    assert info["steps"] == 42
+                              "steps_per_epoch": 19, "steps": 40, "spent_s": 95.0, "s_per_step_all_in": 2.4762}
+    assert info["steps"] == 40
     steps = list(csv.DictReader(open(run / "steps.csv")))
-    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 21
-    assert float(steps[-1]["lr"]) < 0.01 * float(steps[20]["lr"])  # the cosine reaches ~0 at step 42, not before
+    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 19
+    assert float(steps[-1]["lr"]) < 0.01 * float(steps[20]["lr"])  # the cosine reaches ~0 at step 40, not before
     state = torch.load(run / "state.pt", weights_only=True)
-    assert state["progress"]["budget"]["steps"] == 42  # a resume keeps the fitted count
+    assert state["progress"]["budget"]["steps"] == 40  # a resume keeps the fitted count
