@@ -218,7 +218,7 @@ def budget_steps(budget_s: float, elapsed_s: float, steps_done: int, step_s: flo
 
     Returns:
         ceil(total / epochs) with total = steps_done + the whole steps that fit into what is left once
-        every validation is paid for; at least steps_done / epochs rounded up, and 1.
+        every validation is paid for (so never fewer than steps_done / epochs rounded up), and at least 1.
     """
     left = budget_s - elapsed_s - epochs * val_s
     total = steps_done + max(0, math.floor(left / max(step_s, 1e-9)))
@@ -744,8 +744,7 @@ class Trainer:
         val_s = (self.clock() - t_val) * (2 if self.ema is not None else 1)
         self.recipe.set_train_mode(self.model)
         elapsed = self.clock() - t_start
-        self.steps = max(budget_steps(budget_s, elapsed, self.step, step_s, val_s, config.epochs),
-                         math.ceil(self.step / config.epochs))
+        self.steps = budget_steps(budget_s, elapsed, self.step, step_s, val_s, config.epochs)
         self.total = self.steps * config.epochs
         self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
                        "val_s": round(val_s, 2), "steps_per_epoch": self.steps, "steps": self.total,
