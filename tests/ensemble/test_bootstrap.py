@@ -151,6 +151,16 @@ def test_no_detections_and_no_ground_truth():
     assert got[0] == 1.0 and np.isnan(got[1])
 
 
+def test_a_category_with_ground_truth_but_no_detection_scores_zero():
+    """Category 2 has boxes in images 2 and 3 but no detection anywhere: its AP is 0 in every resample
+    that draws one of them (pycocotools' rule), so the mean over categories halves category 1's AP."""
+    dets = dets_of([[(1, [10, 10, 20, 20], 0.9)], [(1, [50, 50, 20, 20], 0.5)], []])
+    got = map50_resamples(gt_of(IMAGES), dets, np.array([[0, 1, 2], [2, 2, 2], [0, 0, 0]]))
+    assert got[0] == pytest.approx(0.5) == map50(gt_of(IMAGES), dets)  # cat 1: AP 1, cat 2: AP 0
+    assert got[1] == 0.0  # only category 2's box drawn
+    assert got[2] == 1.0  # only image 1: category 2 absent, category 1 found
+
+
 def random_case(rng: np.random.Generator, n_images: int = 12):
     """Three categories, 0-4 boxes an image (some crowd), detections near and far from them with
     distinct scores: enough matches, misses and ignored regions to exercise every branch."""

@@ -117,7 +117,7 @@ def resample_map50(evaluator: COCOeval, idx: np.ndarray) -> np.ndarray:
             n_gt[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
         npig = counts @ n_gt  # (B,)
         has_gt = npig > 0
-        if not scores:
+        if not sum(map(len, scores)):  # ground truth but no detection of this category: AP 0
             precision_at[has_gt, :, k] = 0.0
             continue
         order = np.argsort(-np.concatenate(scores), kind="mergesort")
