@@ -30,7 +30,9 @@ from _common import header, run_measured  # noqa: E402  (bench/ is the script fo
 from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
+from quality import samples_of
 from workbench.data.spec import DatasetSpec
+from workbench.ensemble.bootstrap import percentile_interval
 from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
@@ -46,6 +48,9 @@ from workbench.train.trainer import TrainConfig
 METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
 COMMAND_FILE = "bench_command.txt"
+# joint + headft = single-cls + single-det + single-seg: one checkpoint against three at equal minutes;
+# the student gets the joint run's budget (it is the joint run's twin with pseudo-labels)
+DEFAULT_BUDGET = "single-cls=1m,single-det=2m,single-seg=2m,joint=4m,headft=1m,lite1=3m,lite2=3m,student=4m"
 
 
 class Bench:
@@ -90,6 +95,27 @@ class Bench:
             self.times[shown] = {"s": self.commands[-1][2], "rss_mb": self.commands[-1][4]}
             write_json(self.times_file, self.times)
         return RunInfo.read(run)
+
+    def plain(self, task: str, folder: Path, argv: list[str]) -> dict:
+        """bench/plain.py for `task` into `folder` unless a finished output of the same command is there;
+        its result.json."""
+        cmd = ["bench/plain.py", "--task", task, *argv, "--out", str(folder)]
+        shown = "python " + " ".join(shlex.quote(a) for a in cmd)
+        done = folder / COMMAND_FILE
+        if (folder / "result.json").exists() and done.exists() and done.read_text() == shown:
+            print(f"[bench] plain {task}: reusing {folder}", flush=True)
+            known = self.times.get(shown, {"s": 0.0})
+            self.commands.append((f"plain {task}", shown, known["s"], True, known.get("rss_mb")))
+        else:
+            print(f"\n[bench] plain {task}: {shown}", flush=True)
+            code, _, seconds, rss_mb = run_measured([sys.executable, *cmd])
+            if code != 0:
+                raise SystemExit(f"bench: stage 'plain {task}' failed (exit {code}): {shown}")
+            self.commands.append((f"plain {task}", shown, seconds, False, rss_mb))
+            done.write_text(shown)
+            self.times[shown] = {"s": seconds, "rss_mb": rss_mb}
+            write_json(self.times_file, self.times)
+        return read_json(folder / "result.json")
 
     def seconds(self) -> tuple[float, float]:
         """(seconds spent now, seconds of a cold run: reused stages at what they cost when they ran)."""
@@ -147,6 +173,52 @@ def scoring_cost(data: str, run: str, n_images: int = 1000) -> float:
     return time.perf_counter() - t0
 
 
+def equal_budget(plain: dict, singles: dict, joint: str, headft: str, data: str, budget: dict,
+                 n_boot: int = 1000) -> list[str]:
+    """The "recipes at equal budget" table: per task the plain script against the workbench's single-task
+    run at the same budget; then three plain scripts, three single-task runs and one checkpoint (joint +
+    headft, the same total minutes), each difference with a paired bootstrap 95% interval over the val
+    images (the same resamples for every row)."""
+    rows = [*(str(plain[t]) for t in TASKS), *(str(singles[t]) for t in TASKS), joint, headft]
+    values, samples = samples_of(rows, data, n_boot, 0)
+    keys = [m for m, _ in METRICS]  # metric keys, "score" last
+
+    def combined(first: int) -> tuple[dict, dict]:
+        """One row made of three single-task rows (each task's metric from the row that serves it)."""
+        v = {METRIC_KEYS[t]: values[METRIC_KEYS[t]][first + i] for i, t in enumerate(TASKS)}
+        smp = {METRIC_KEYS[t]: samples[METRIC_KEYS[t]][first + i] for i, t in enumerate(TASKS)}
+        v["score"], smp["score"] = np.mean(list(v.values())), np.mean(list(smp.values()), axis=0)
+        return v, smp
+
+    def row(r: int) -> tuple[dict, dict]:
+        return {m: values[m][r] for m in keys}, {m: samples[m][r] for m in keys}
+
+    def diff(a: tuple[dict, dict], b: tuple[dict, dict], metric: str) -> str:
+        low, high = percentile_interval(a[1][metric] - b[1][metric], 0.95)
+        return f"{a[0][metric] - b[0][metric]:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+    minutes = {t: budget[f"single-{t}"] for t in TASKS}
+    total = " + ".join(minutes.values())
+    table = ["| recipe | budget | " + " | ".join(h for _, h in METRICS) + " | vs plain, 95% | vs three singles, 95% |",
+             "|---" * (len(METRICS) + 4) + "|"]
+
+    def line(name: str, spent: str, r: tuple[dict, dict], vs_plain: str = "-", vs_singles: str = "-") -> str:
+        return (f"| {name} | {spent} | " + " | ".join(fmt(r[0][m]) for m in keys) + f" | {vs_plain} | {vs_singles} |")
+
+    for i, t in enumerate(TASKS):
+        metric = METRIC_KEYS[t]
+        table.append(line(f"plain script {t}", minutes[t], row(i)))
+        table.append(line(f"workbench single {t}", minutes[t], row(3 + i), diff(row(3 + i), row(i), metric)))
+    plain3, single3 = combined(0), combined(3)
+    table.append(line("three plain scripts", total, plain3))
+    table.append(line("three workbench single-task runs", total, single3, diff(single3, plain3, "score")))
+    table.append(line("one checkpoint: joint + headft", f"{budget['joint']} + {budget['headft']}", row(7),
+                      diff(row(7), plain3, "score"), diff(row(7), single3, "score")))
+    table.append(line("joint alone (before headft)", budget["joint"], row(6), diff(row(6), plain3, "score"),
+                      diff(row(6), single3, "score")))
+    return table
+
+
 def fmt(value, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
@@ -156,8 +228,12 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default="../shared/data/traffic/dataset.yaml")
     parser.add_argument("--weights", default="../shared/weights", help="folder of efficientnet_lite{0,1,2}.imagenet.safetensors")
     parser.add_argument("--img-size", default="cls=64,det=256,seg=256")
-    parser.add_argument("--epochs", default="single-cls=6,single-det=3,single-seg=3,joint=3,headft=2,lite1=2,lite2=2,student=3",
-                        help="epochs of each stage")
+    # Every training stage runs for a time budget (`wb train --budget`), so the rows compare at equal
+    # minutes: the three plain scripts and the three single-task runs get single-*, and one joint model
+    # gets the same total, split between the joint run and its head fine-tuning (joint + headft).
+    parser.add_argument("--budget", default=DEFAULT_BUDGET, help="training time of each stage")
+    parser.add_argument("--epochs", default="single-cls=3,single-det=3,single-seg=3,joint=3,headft=2,lite1=2,lite2=2,student=3",
+                        help="epochs of each stage (validations; the budget sets their length)")
     parser.add_argument("--pseudo-weight", default="0.5")
     parser.add_argument("--route", default="cls=crop_*,seg=scene_*",
                         help="unlabelled images per task for the student (the scenes are CamVid: no signs for det)")
@@ -169,6 +245,10 @@ def main(argv=None) -> None:
     if not Path(args.data).is_file():
         raise SystemExit(f"bench: {args.data}: data set not found (make bench DATA=path/to/dataset.yaml)")
     epochs = dict(p.split("=") for p in args.epochs.split(","))
+    budget = dict(p.split("=") for p in args.budget.split(","))
+
+    def length(stage: str) -> list[str]:
+        return ["--budget", budget[stage], "--epochs", epochs[stage]]
     t_all = time.time()
     b = Bench(args)
     p = args.prefix
@@ -182,23 +262,27 @@ def main(argv=None) -> None:
 
     base = ["--data", data, "--img-size", args.img_size]
     infos: dict[str, RunInfo] = {}
+    plain = {t: Path(args.runs_dir) / f"{p}-plain-{t}" for t in TASKS}
+    for task in TASKS:  # the reference: a plain timm script per task, at the single-task run's budget
+        b.plain(task, plain[task], ["--data", data, "--budget", budget[f"single-{task}"], "--seed", "0",
+                                    "--weights", weights(0)[3]])
     for task in TASKS:
         name = f"{p}-single-{task}"
         infos[name] = b.train(f"single {task}", name, ["train", "single", "--task", task, *base, *weights(0),
-                                                        "--epochs", epochs[f"single-{task}"]])
+                                                        *length(f"single-{task}")])
     joint = ["--clip", "task"]  # task-level clipping won the recipe benchmark (bench/RECIPES.md)
     infos[f"{p}-joint-lite0"] = b.train("joint lite0", f"{p}-joint-lite0",
-                                        ["train", "joint", *base, *weights(0), *joint, "--epochs", epochs["joint"]])
+                                        ["train", "joint", *base, *weights(0), *joint, *length("joint")])
     # the same run with depthwise-separable neck and head convolutions: what `--head-convs separable` costs in accuracy
     infos[f"{p}-joint-lite0-sep"] = b.train("joint lite0 separable", f"{p}-joint-lite0-sep",
                                             ["train", "joint", *base, *weights(0), *joint, "--head-convs", "separable",
-                                             "--epochs", epochs["joint"]])
+                                             *length("joint")])
     infos[f"{p}-headft-lite0"] = b.train("headft lite0", f"{p}-headft-lite0",
                                          ["train", "headft", "--from", f"{p}-joint-lite0", "--data", data,
-                                          "--epochs", epochs["headft"]])
+                                          *length("headft")])
     for k in (1, 2):
         infos[f"{p}-joint-lite{k}"] = b.train(f"joint lite{k}", f"{p}-joint-lite{k}",
-                                              ["train", "joint", *base, *weights(k), *joint, "--epochs", epochs[f"lite{k}"]])
+                                              ["train", "joint", *base, *weights(k), *joint, *length(f"lite{k}")])
 
     # TTA predictions of every run on val (cached; the search and the compare read them)
     multi = [f"{p}-joint-lite0", f"{p}-headft-lite0", f"{p}-joint-lite1", f"{p}-joint-lite2"]
@@ -227,12 +311,12 @@ def main(argv=None) -> None:
                              ["distill", spec_path, "--data", data, "--student", "efficientnet_lite0",
                               "--pretrained", weights(0)[3], "--norm", "0.5,0.5", "--route", args.route,
                               "--pseudo-weight", args.pseudo_weight, "--img-size", args.img_size, *joint,
-                              "--epochs", epochs["student"]])
+                              *length("student")])
     # the same head fine-tuning as headft lite0 (labelled data only, backbone frozen), from the student:
     # its twin is headft lite0, so the pair shows what the distilled backbone carries
     student_ft = f"{p}-student-headft-lite0"
     infos[student_ft] = b.train("headft student", student_ft, ["train", "headft", "--from", student, "--data", data,
-                                                               "--epochs", epochs["headft"]])
+                                                               *length("headft")])
 
     # candidates: one submission each, then ONE scoring of all on the sealed test split
     candidates = [  # (row, submission, members of the submission, runs whose training time counts)
@@ -287,6 +371,11 @@ def main(argv=None) -> None:
         table.append(f"| {row} | " + " | ".join(fmt(val.get(k)) for k, _ in METRICS) + " | "
                      + " | ".join(fmt(tst.get(k)) for k, _ in METRICS)
                      + f" | {train_s:.0f} | " + " + ".join(fmt(ms.get(t), 1) for t in TASKS) + " |")
+
+    print("\n[bench] recipes at equal budget", flush=True)
+    equal = equal_budget(plain, {t: Path(args.runs_dir) / r for t, r in singles.items()},
+                         str(Path(args.runs_dir) / f"{p}-joint-lite0"), str(Path(args.runs_dir) / f"{p}-headft-lite0"),
+                         data, budget)
 
     # performance figures, measured here side by side
     print("\n[bench] performance figures", flush=True)
@@ -386,12 +475,18 @@ def main(argv=None) -> None:
              f"{time.time() - t_all - b.seconds()[0] + b.seconds()[1]:.0f} s (the reused training stages at what "
              "they cost when they ran; `train s` below is each run's own training time)",
              f"- every run fine-tunes ImageNet EfficientNet-Lite weights from `{args.weights}` at {args.img_size}; "
-             f"epochs per stage: {args.epochs}", "",
+             f"training budget per stage (`--budget`): {args.budget}; epochs (validations) per stage: {args.epochs}", "",
              "## Scoreboard", "",
              "Val: the labelled val split (selection happens there). Test: the sealed test split, scored once, by "
              "`wb score` at the end. ms / image: batched CPU inference on this machine, from each run's val cache "
              "(an ensemble's cost is the sum of the members it uses per task).", "",
              *table, "",
+             "## Recipes at equal budget (issue 16)", "",
+             "Val, seed 0. Plain script: bench/plain.py, a deliberately ordinary timm fine-tuning script per task "
+             "(efficientnet_lite0 from the same ImageNet weights; cls 64 px, CenterNet det 320 px, FPN seg 240x320). "
+             "Budget: training time (`--budget`; the plain script's loop, the workbench run's steps and validations). "
+             "Differences: paired bootstrap over the val images, 1000 resamples, percentile 95%; one seed here, "
+             "three in bench/EQUAL_BUDGET.md.", "", *equal, "",
              "## Performance", "", *perf, "",
              "## Throughput goals (issue 15)", "", *goals, "", "Training step, ms (bench/THROUGHPUT.md):", "", *tp_table, "",
              "## Distillation", "", *distil, "",
