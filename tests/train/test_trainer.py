@@ -103,8 +103,9 @@ def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, mon
     """A fake clock: every step costs 2 s, every validation 5 s, budget 100 s over 2 epochs.
     Calibration: 6 steps (the last 5 timed: 2 s a step), one validation (5 s): 17 s spent; left for
     steps: 100 - 17 - 2 x 5 = 73 s = 36 steps; total 6 + 36 = 42 = 2 epochs of 21.
-    Refit after epoch 1: 17 + 15 x 2 + 5 = 52 s for 21 steps (2.476 s a step, all in); 48 s left:
-    19 steps in epoch 2, 40 in all; the run ends at 52 + 19 x 2 + 5 = 95 s."""
+    Refits every 5 steps and after epoch 1 (52 s spent, 2 s a step, 5 s an epoch end): 100 - 52 - 5
+    = 43 s = 21 steps in epoch 2, 42 in all; the run ends at 52 + 21 x 2 + 5 = 99 s. Last all-in
+    rate, at step 41: (52 + 20 x 2) / 41 = 2.2439 s."""
     import torch
     from workbench.train import trainer as trainer_module
     now = [0.0]
@@ -124,10 +125,40 @@ def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, mon
                       progress=False)
     info = json.loads((run / "run.json").read_text())
     assert info["budget"] == {"budget": "100s", "budget_s": 100.0, "step_s": 2.0, "val_s": 5.0,
-                              "steps_per_epoch": 19, "steps": 40, "spent_s": 95.0, "s_per_step_all_in": 2.4762}
-    assert info["steps"] == 40
+                              "steps_per_epoch": 21, "steps": 42, "spent_s": 99.0, "end_s": 5.0,
+                              "s_per_step_all_in": 2.2439}
+    assert info["steps"] == 42
     steps = list(csv.DictReader(open(run / "steps.csv")))
-    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 19
-    assert float(steps[-1]["lr"]) < 0.01 * float(steps[20]["lr"])  # the cosine reaches ~0 at step 40, not before
+    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 21
+    assert float(steps[-1]["lr"]) < 0.01 * float(steps[20]["lr"])  # the cosine reaches ~0 at step 42, not before
     state = torch.load(run / "state.pt", weights_only=True)
-    assert state["progress"]["budget"]["steps"] == 40  # a resume keeps the fitted count
+    assert state["progress"]["budget"]["steps"] == 42  # a resume keeps the fitted count
+
+
+def test_budget_refits_within_an_epoch_when_steps_slow_down(tiny_data, tmp_path, monkeypatch):
+    """The first 25 steps cost 2 s, later ones 4 s; validation 5 s; budget 100 s over 2 epochs.
+    Up to the end of epoch 1 as above (21 + 21 steps planned, 52 s spent). Epoch 2: 4 steps of 2 s,
+    then 4 s steps. Refit at its step 5 (64 s; last 10 steps 2 s x 9 + 4 s: 2.2 s): 31 s free -> 14
+    steps -> 19 in the epoch. At step 10 (84 s; last 10: 2 s x 4 + 4 s x 6 = 3.2 s): 11 s free -> 3
+    -> 13 in the epoch, which ends at 84 + 3 x 4 + 5 = 101 s. Refitting only at epoch ends would have
+    taken all 21 steps: 52 + 4 x 2 + 17 x 4 + 5 = 133 s."""
+    from workbench.train import trainer as trainer_module
+    now = [0.0]
+    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
+    step, validate = trainer_module.Trainer.train_step, trainer_module.validate
+
+    def slowing_step(self, **kw):
+        now[0] += 2.0 if self.step < 25 else 4.0
+        return step(self, **kw)
+
+    def slow_validate(*args):
+        now[0] += 5.0
+        return validate(*args)
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", slowing_step)
+    monkeypatch.setattr(trainer_module, "validate", slow_validate)
+    run = train_joint(tiny_train_config(tiny_data, tmp_path, "slowing", epochs=2, steps_per_epoch=None, budget="100s"),
+                      progress=False)
+    info = json.loads((run / "run.json").read_text())
+    assert info["budget"]["spent_s"] == 101.0 and info["steps"] == 21 + 13
+    steps = list(csv.DictReader(open(run / "steps.csv")))
+    assert [int(r["epoch"]) for r in steps] == [1] * 21 + [2] * 13

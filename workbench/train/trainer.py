@@ -180,6 +180,12 @@ class TrainConfig:
 
 BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
 CALIBRATION_STEPS = 6  # steps timed (all but the first) before a budget's step count is set
+# A budget run re-counts its steps every REFIT_EVERY steps from the mean of the last REFIT_WINDOW
+# steps' seconds and the last epoch end's cost: refitting only at epoch ends, from the run's all-in
+# seconds per step, overran 4-minute budgets by up to 13% when steps slowed down during the last
+# epoch (a second process starting on the other core; bench/EQUAL_BUDGET.md).
+REFIT_EVERY = 5
+REFIT_WINDOW = 10
 
 
 def _clock() -> float:
@@ -623,6 +629,7 @@ class Trainer:
     def end_epoch(self, t_start: float, progress: bool) -> None:
         """Validate (raw and EMA), keep the best weights and top-k checkpoints, write the logs."""
         epoch = self.epoch + 1
+        t_end = self.clock()
         metrics = validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
         row = {"epoch": epoch}
         for t in self.tasks:
@@ -656,12 +663,15 @@ class Trainer:
         self.epoch += 1
         self.epoch_step = 0
         self.sums = {}
-        if self.budget is not None:
+        if self.budget is not None:  # this epoch end's cost so far + the writing after it (the last one's)
+            self.budget["end_s"] = round(self.clock() - t_end + getattr(self, "_tail_s", 0.0), 2)
             self.refit_budget()
+        t_tail = self.clock()
         self.write_logs()
         plot_training_curves(self.run_dir)
         self.write_info("running")
         self.save_state()
+        self._tail_s = self.clock() - t_tail
         if progress:
             tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
                        + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else ""))
@@ -748,7 +758,8 @@ class Trainer:
         self.total = self.steps * config.epochs
         self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
                        "val_s": round(val_s, 2), "steps_per_epoch": self.steps, "steps": self.total,
-                       "spent_s": elapsed}
+                       "spent_s": elapsed, "end_s": round(val_s, 2)}
+        self.step_times = [step_s] * (CALIBRATION_STEPS - 1)
         self._budget_mark = self.clock()
         self.wall += time.time() - wall0
         if progress:
@@ -756,22 +767,27 @@ class Trainer:
                        f"{self.total} steps ({config.epochs} epochs of {self.steps})")
 
     def refit_budget(self) -> None:
-        """After an epoch, re-count the remaining epochs' steps from what the run has really cost so far
-        (seconds per step, validations and epoch-end writing included): 5 timed steps are a noisy
-        estimate and steps slow down as a run goes on, so the first fit alone overran 5-minute budgets by
-        9-15% here. The schedule follows the new total (build_scheduler takes it as a callable)."""
+        """Re-count the steps still to take from what is left of the budget: the seconds spent so far
+        (everything: steps, validations, writing), the mean of the last REFIT_WINDOW steps and the cost
+        of the last epoch end, paid once more for every epoch not yet ended. Called after every epoch
+        and every REFIT_EVERY steps: 5 timed steps are a noisy estimate and steps slow down or speed up
+        as a run goes on (the first fit alone overran 5-minute budgets by 9-15% here). The steps of the
+        epoch under way and of the later ones are set alike (at least the current epoch's steps taken,
+        at least 1); the schedule follows the new total (build_scheduler takes it as a callable)."""
         now = self.clock()
         b = self.budget
         b["spent_s"] = b.get("spent_s", 0.0) + now - getattr(self, "_budget_mark", now)
         self._budget_mark = now
-        left = self.config.epochs - self.epoch
+        left = self.config.epochs - self.epoch  # epochs not yet ended, the one under way included
         if left <= 0 or self.step == 0:
             return
-        rate = b["spent_s"] / self.step
-        steps_left = max(left, math.floor((b["budget_s"] - b["spent_s"]) / rate))
-        self.steps = math.ceil(steps_left / left)
-        self.total = self.step + self.steps * left
-        b.update(steps_per_epoch=self.steps, steps=self.total, s_per_step_all_in=round(rate, 4))
+        recent = getattr(self, "step_times", [])[-REFIT_WINDOW:]
+        step_s = sum(recent) / len(recent) if recent else b["step_s"]
+        free = b["budget_s"] - b["spent_s"] - left * b.get("end_s", b["val_s"])
+        steps_left = max(0, math.floor(free / max(step_s, 1e-9)))
+        self.steps = max(1, self.epoch_step, math.ceil((self.epoch_step + steps_left) / left))
+        self.total = self.step - self.epoch_step + self.steps * left
+        b.update(steps_per_epoch=self.steps, steps=self.total, s_per_step_all_in=round(b["spent_s"] / self.step, 4))
 
     def _run(self, progress: bool) -> Path:
         config = self.config
@@ -785,8 +801,14 @@ class Trainer:
             while self.epoch_step < self.steps:
                 checkpoint_next = (self.epoch_step + 1 >= self.steps
                                    or bool(config.checkpoint_every and (self.step + 1) % config.checkpoint_every == 0))
+                t_step = self.clock()
                 row = self.train_step(prefetch_next=not checkpoint_next)
                 self.step_rows.append(row)
+                if self.budget is not None:
+                    self.step_times = [*getattr(self, "step_times", [])[-REFIT_WINDOW + 1:], self.clock() - t_step]
+                    if self.epoch_step % REFIT_EVERY == 0 and self.epoch_step < self.steps:
+                        self.refit_budget()
+                        bar.total = self.steps
                 bar.update(1)
                 bar.set_postfix({t: f"{row[f'loss_{t}']:.3f}" for t in self.tasks if row[f"loss_{t}"] is not None})
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.epoch_step < self.steps:
