@@ -30,9 +30,8 @@ from _common import header, run_measured  # noqa: E402  (bench/ is the script fo
 from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
-from quality import samples_of
+from equal_budget import Row, equal_budget_table
 from workbench.data.spec import DatasetSpec
-from workbench.ensemble.bootstrap import percentile_interval
 from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
@@ -175,48 +174,23 @@ def scoring_cost(data: str, run: str, n_images: int = 1000) -> float:
 
 def equal_budget(plain: dict, singles: dict, joint: str, headft: str, data: str, budget: dict,
                  n_boot: int = 1000) -> list[str]:
-    """The "recipes at equal budget" table: per task the plain script against the workbench's single-task
-    run at the same budget; then three plain scripts, three single-task runs and one checkpoint (joint +
-    headft, the same total minutes), each difference with a paired bootstrap 95% interval over the val
-    images (the same resamples for every row)."""
-    rows = [*(str(plain[t]) for t in TASKS), *(str(singles[t]) for t in TASKS), joint, headft]
-    values, samples = samples_of(rows, data, n_boot, 0)
-    keys = [m for m, _ in METRICS]  # metric keys, "score" last
-
-    def combined(first: int) -> tuple[dict, dict]:
-        """One row made of three single-task rows (each task's metric from the row that serves it)."""
-        v = {METRIC_KEYS[t]: values[METRIC_KEYS[t]][first + i] for i, t in enumerate(TASKS)}
-        smp = {METRIC_KEYS[t]: samples[METRIC_KEYS[t]][first + i] for i, t in enumerate(TASKS)}
-        v["score"], smp["score"] = np.mean(list(v.values())), np.mean(list(smp.values()), axis=0)
-        return v, smp
-
-    def row(r: int) -> tuple[dict, dict]:
-        return {m: values[m][r] for m in keys}, {m: samples[m][r] for m in keys}
-
-    def diff(a: tuple[dict, dict], b: tuple[dict, dict], metric: str) -> str:
-        low, high = percentile_interval(a[1][metric] - b[1][metric], 0.95)
-        return f"{a[0][metric] - b[0][metric]:+.4f} [{low:+.4f}, {high:+.4f}]"
-
+    """The "recipes at equal budget" table (bench/equal_budget.py, one seed): per task the plain script
+    against the workbench's single-task run at the same budget; then three plain scripts, three
+    single-task runs and one checkpoint (joint + headft, the same total minutes)."""
     minutes = {t: budget[f"single-{t}"] for t in TASKS}
+    rows = []
+    for t in TASKS:
+        rows += [Row(f"plain script {t}", minutes[t], {t: str(plain[t])}),
+                 Row(f"workbench single {t}", minutes[t], {t: str(singles[t])}, [f"plain script {t}"])]
     total = " + ".join(minutes.values())
-    table = ["| recipe | budget | " + " | ".join(h for _, h in METRICS) + " | vs plain, 95% | vs three singles, 95% |",
-             "|---" * (len(METRICS) + 4) + "|"]
-
-    def line(name: str, spent: str, r: tuple[dict, dict], vs_plain: str = "-", vs_singles: str = "-") -> str:
-        return (f"| {name} | {spent} | " + " | ".join(fmt(r[0][m]) for m in keys) + f" | {vs_plain} | {vs_singles} |")
-
-    for i, t in enumerate(TASKS):
-        metric = METRIC_KEYS[t]
-        table.append(line(f"plain script {t}", minutes[t], row(i)))
-        table.append(line(f"workbench single {t}", minutes[t], row(3 + i), diff(row(3 + i), row(i), metric)))
-    plain3, single3 = combined(0), combined(3)
-    table.append(line("three plain scripts", total, plain3))
-    table.append(line("three workbench single-task runs", total, single3, diff(single3, plain3, "score")))
-    table.append(line("one checkpoint: joint + headft", f"{budget['joint']} + {budget['headft']}", row(7),
-                      diff(row(7), plain3, "score"), diff(row(7), single3, "score")))
-    table.append(line("joint alone (before headft)", budget["joint"], row(6), diff(row(6), plain3, "score"),
-                      diff(row(6), single3, "score")))
-    return table
+    rows += [Row("three plain scripts", total, {t: str(plain[t]) for t in TASKS}),
+             Row("three workbench single-task runs", total, {t: str(singles[t]) for t in TASKS},
+                 ["three plain scripts"]),
+             Row("one checkpoint: joint + headft", f"{budget['joint']} + {budget['headft']}", {"all": headft},
+                 ["three plain scripts", "three workbench single-task runs"]),
+             Row("joint alone (before headft)", budget["joint"], {"all": joint},
+                 ["three plain scripts", "three workbench single-task runs"])]
+    return equal_budget_table(rows, [0], data, n_boot)
 
 
 def fmt(value, digits: int = 4) -> str:

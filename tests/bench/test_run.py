@@ -35,20 +35,47 @@ def test_equal_budget_table(tiny_data, tiny_run, plain_outputs):
     # the plain outputs stand in for the single-task runs too, and one run for both joint and headft
     table = run.equal_budget(plain_outputs, plain_outputs, str(tiny_run), str(tiny_run), str(tiny_data), budget,
                              n_boot=50)
-    assert table[0].split("|")[1:4] == [" recipe ", " budget ", " Top-1 "]
+    assert [c.strip() for c in table[0].split("|")[1:4]] == ["recipe", "budget", "Top-1 (value)"]
     result = {t: json.loads((plain_outputs[t] / "result.json").read_text())[METRIC[t]] for t in METRIC}
     for t, col in zip(METRIC, (2, 3, 4)):
         row = cells(table, f"plain script {t}")
         assert row[1] == budget[f"single-{t}"] and row[col] == f"{result[t]:.4f}"
         assert [c for i, c in enumerate(row[2:6], 2) if i != col] == ["-"] * 3  # a plain row serves one task
+        assert row[6] == "-"  # no reference
         # the same predictions against themselves: a zero difference, a zero-width interval
-        assert cells(table, f"workbench single {t}")[6] == "+0.0000 [+0.0000, +0.0000]"
+        title = {"cls": "Top-1", "det": "mAP50", "seg": "mIoU"}[t]
+        assert cells(table, f"workbench single {t}")[6] == f"{title} vs plain script {t}: +0.0000 [+0.0000, +0.0000]"
     three = cells(table, "three plain scripts")
     assert three[1] == "1m + 2m + 2m"
     assert three[2:6] == [f"{v:.4f}" for v in [*result.values(), np.mean(list(result.values()))]]
     one, alone = cells(table, "one checkpoint: joint + headft"), cells(table, "joint alone (before headft)")
     assert one[1] == "4m + 1m" and alone[1] == "4m"
     assert one[2:] == alone[2:]  # the same run in both rows
-    # the difference of the two printed scores (to their rounding), and singles are the plain outputs here
-    assert float(one[6].split()[0]) == pytest.approx(float(one[5]) - float(three[5]), abs=1.1e-4)
-    assert one[7] == one[6]
+    vs_plain, vs_singles = one[6].split("; ")
+    assert vs_plain.startswith("score vs three plain scripts: ")
+    # the difference of the two printed scores (to their rounding); the singles are the plain outputs here
+    assert float(vs_plain.split(": ")[1].split()[0]) == pytest.approx(float(one[5]) - float(three[5]), abs=1.1e-4)
+    assert vs_singles.replace("three workbench single-task runs", "three plain scripts") == vs_plain
+
+
+def test_seeds_give_their_mean_and_range(tiny_data, plain_outputs, tmp_path):
+    """Seed 1's segmentation masks are all class 0: the row shows the mean [min, max] of the two seeds'
+    mIoU, each as the scorer gives it; a row against an identical row differs by exactly 0."""
+    import shutil
+
+    from equal_budget import Row, equal_budget_table
+    from quality import samples_of
+    for seed in (0, 1):
+        shutil.copytree(plain_outputs["seg"], tmp_path / f"seg-s{seed}")
+    masks = dict(np.load(tmp_path / "seg-s1" / "val_seg.npz"))
+    np.savez_compressed(tmp_path / "seg-s1" / "val_seg.npz", **{k: np.zeros_like(v) for k, v in masks.items()})
+    template = str(tmp_path / "seg-s{seed}")
+    rows = [Row("x", "1m", {"seg": template}), Row("y", "1m", {"seg": template}, ["x"])]
+    table = equal_budget_table(rows, [0, 1], str(tiny_data), n_boot=20)
+    values, _ = samples_of([template.format(seed=s) for s in (0, 1)], str(tiny_data), 1, 0)
+    m = values["seg_miou"]
+    assert m[0] != m[1]
+    assert cells(table, "x")[4] == f"{m.mean():.4f} [{m.min():.4f}, {m.max():.4f}]"
+    assert cells(table, "y")[6] == "mIoU vs x: +0.0000 [+0.0000, +0.0000]"
+    with pytest.raises(SystemExit, match="not an earlier row"):
+        equal_budget_table([Row("z", "1m", {"seg": template}, ["w"])], [0], str(tiny_data))
