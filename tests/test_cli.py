@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -26,7 +27,12 @@ def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
     train = ["train", "joint", "--data", "data/dataset.yaml", "--epochs", "1", "--steps-per-epoch", "1",
              "--img-size", "cls=32,det=64,seg=64", "--batch-size", "4", "--device", "cpu"]
     invoke(train + ["--backbone", "resnet10t", "--name", "a"])
-    invoke(train + ["--backbone", "convnext_atto", "--name", "b"])
+    # b: det and seg on 64 x 96 canvases (HxW, the scenes' shape), through predict, TTA, blend and submit below
+    invoke([*train[:8], "--img-size", "cls=32,det=64x96,seg=64x96", *train[10:], "--backbone", "convnext_atto",
+            "--name", "b"])
+    assert json.loads((tmp_path / "runs" / "b" / "run.json").read_text())["img_size"] == {
+        "cls": 32, "det": [64, 96], "seg": [64, 96]}
+    assert {p.name.split("-")[1] for p in (tmp_path / "runs" / ".cache" / "images").iterdir()} >= {"64", "64x96"}
     assert "wrote runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
     assert "reused runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
     out = invoke(["submit", "a", "b", "--data", "data/dataset.yaml", "--name", "ab", "--device", "cpu"])
@@ -87,3 +93,9 @@ def test_parse_per_task():
     assert parse_per_task(None, default, "--x") == default
     assert parse_per_task("64", default, "--x") == {"cls": 64, "det": 64, "seg": 64}
     assert parse_per_task("det=320,seg=256", default, "--x") == {"cls": 1, "det": 320, "seg": 256}
+    # input sizes may be HxW (a canvas of the scenes' shape); batch sizes may not
+    assert parse_per_task("det=320,seg=256x320", default, "--x", shapes=True) == {"cls": 1, "det": 320, "seg": (256, 320)}
+    assert parse_per_task("256x320", default, "--x", shapes=True)["cls"] == (256, 320)
+    for bad, shapes in (("seg=256x", True), ("seg=2x3x4", True), ("seg=256x320", False)):
+        with pytest.raises(click.BadParameter):
+            parse_per_task(bad, default, "--x", shapes=shapes)

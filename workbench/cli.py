@@ -15,21 +15,30 @@ from workbench.runs_table import COLUMNS as RUN_COLUMNS
 
 
 
-def parse_per_task(value: str | None, default: dict[str, int], option: str) -> dict[str, int]:
-    """'128' -> the same for every task; 'cls=64,det=320' -> those tasks, the rest from default."""
+def parse_per_task(value: str | None, default: dict[str, int], option: str, shapes: bool = False) -> dict:
+    """'128' -> the same for every task; 'cls=64,det=320' -> those tasks, the rest from default.
+    With `shapes`, a value may also be HxW ('seg=256x320' -> (256, 320)): an input size."""
     out = dict(default)
     if not value:
         return out
+
+    def number(text: str):
+        if shapes and "x" in text:
+            h, w = text.split("x")
+            return int(h), int(w)
+        return int(text)
     try:
         if "=" not in value:
-            return {t: int(value) for t in TASKS}
+            return {t: number(value) for t in TASKS}
         for part in value.split(","):
-            task, number = part.split("=")
+            task, text = part.split("=")
             if task.strip() not in TASKS:
                 raise ValueError(f"unknown task {task!r}")
-            out[task.strip()] = int(number)
+            out[task.strip()] = number(text.strip())
     except ValueError as e:
-        raise click.BadParameter(f"{value!r}: expected N or cls=N,det=N,seg=N ({e})", param_hint=option) from None
+        form = "N or HxW" if shapes else "N"
+        raise click.BadParameter(f"{value!r}: expected {form}, or cls={form},det={form},seg={form} ({e})",
+                                 param_hint=option) from None
     return out
 
 
@@ -113,7 +122,9 @@ def recipe_options(f):
     options = [
         click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml"),
         click.option("--epochs", default=10, show_default=True),
-        click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32)."),
+        click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32); "
+                                        "HxW for a canvas of the images' shape, e.g. seg=256x320 for 4:3 scenes "
+                                        "(a square canvas pads them: steps spent on padding)."),
         click.option("--batch-size", help="Batch size: N for every task, or cls=N,det=N,seg=N."),
         click.option("--lr", default=2e-3, show_default=True),
         click.option("--backbone-lr-scale", default=1.0, show_default=True,
@@ -167,7 +178,7 @@ def run_recipe(recipe: str, tasks, backbone, pretrained, norm, from_run, kw) -> 
     overwrite = kw.pop("overwrite")
     config = TrainConfig(
         data=kw.pop("data_path"), recipe=recipe, tasks=tasks, backbone=backbone, pretrained=pretrained, from_run=from_run,
-        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size"),
+        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size", shapes=True),
         batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
         task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
         loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),
@@ -275,7 +286,7 @@ def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_thresh
     data_path, name, overwrite, device = kw.pop("data_path"), kw.pop("name"), kw.pop("overwrite"), kw.pop("device")
     train_fields = dict(backbone=student, pretrained=pretrained, **parse_norm(norm), temperature=temperature,
                         pseudo_weight=pseudo_weight, seg_confidence=seg_confidence,
-                        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size"),
+                        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size", shapes=True),
                         batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
                         task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
                         loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench.data.transforms import (Letterbox, letterbox_image, letterbox_mask, resize_square, xywh_to_xyxy,
-                                       xyxy_to_xywh)
+from workbench.data.transforms import (Letterbox, canvas_hw, letterbox_image, letterbox_mask, resize_square,
+                                       size_label, xywh_to_xyxy, xyxy_to_xywh)
 
 IGNORE = 255
 
@@ -16,6 +16,27 @@ def test_letterbox_geometry_by_hand():
     tall = Letterbox(height=80, width=40, size=64)
     assert tall.inner == (64, 32)
     assert Letterbox(1, 1000, 64).inner == (1, 64)  # never a zero-sized side
+
+
+def test_a_canvas_of_the_scenes_shape_wastes_no_step_on_padding():
+    """A 720 x 960 CamVid frame: a 320 x 320 canvas holds it at 240 x 320 over 80 padded rows (25% of
+    the canvas); a 256 x 320 canvas at the same scale (min(256/720, 320/960) = 1/3) pads 16 rows."""
+    square, shaped = Letterbox(720, 960, 320), Letterbox(720, 960, (256, 320))
+    assert square.scale == shaped.scale == pytest.approx(1 / 3) and square.inner == shaped.inner == (240, 320)
+    # a wide canvas that the height limits: min(256/720, 448/960) = 0.3556 -> 256 x 341
+    assert Letterbox(720, 960, (256, 448)).inner == (256, round(960 * 256 / 720)) == (256, 341)
+    assert canvas_hw(320) == (320, 320) and canvas_hw([256, 320]) == canvas_hw((256, 320)) == (256, 320)
+    assert size_label(320) == "320" and size_label((256, 320)) == "256x320" and size_label((64, 64)) == "64"
+
+
+def test_letterbox_image_and_mask_on_a_non_square_canvas():
+    frame = rectangle_image(h=72, w=96, box=(0, 0, 96, 72))  # all white: content vs padding shows
+    canvas, box = letterbox_image(frame, (32, 64))  # scale min(32/72, 64/96) = 0.444 -> 32 x 43
+    assert canvas.shape == (32, 64, 3) and box.inner == (32, 43)
+    assert (canvas[:, :43] == 255).all() and (canvas[:, 43:] == 0).all()
+    mask = letterbox_mask(np.full((72, 96), 3, np.uint8), (32, 64), IGNORE)
+    assert mask.shape == (32, 64) and (mask[:, :43] == 3).all() and (mask[:, 43:] == IGNORE).all()
+    assert resize_square(frame, (32, 64)).shape == (32, 64, 3)
 
 
 def rectangle_image(h=40, w=80, box=(20, 10, 60, 30)):

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from workbench.errors import DataError
+from workbench.data.transforms import canvas_hw, size_label
 from workbench.io import atomic_dir
 
 VERSION = 1
@@ -78,11 +79,11 @@ def fingerprint(sources: Sequence[Sequence[Path | None]], params: dict) -> str:
     return digest.hexdigest()
 
 
-def cache_folder(root: Path, task: str, size: int, sources: Sequence[Sequence[Path | None]]) -> Path:
+def cache_folder(root: Path, task: str, size, sources: Sequence[Sequence[Path | None]]) -> Path:
     """The folder of one data set's images: named by task, size and the digest of the file paths (not
     their contents, so an edited image rebuilds this folder instead of leaving a stale one behind)."""
     paths = hashlib.sha1("\n".join(os.path.abspath(p) for files in sources for p in files if p).encode())
-    return Path(root) / f"{task}-{size}-{paths.hexdigest()[:12]}"
+    return Path(root) / f"{task}-{size_label(size)}-{paths.hexdigest()[:12]}"
 
 
 def _open(folder: Path) -> dict[str, np.ndarray]:
@@ -97,7 +98,7 @@ def _read_meta(folder: Path) -> dict | None:
         return None
 
 
-def cached_arrays(root: Path, task: str, size: int, sources: Sequence[Sequence[Path | None]], params: dict,
+def cached_arrays(root: Path, task: str, size, sources: Sequence[Sequence[Path | None]], params: dict,
                   decode: Callable[[int], dict[str, np.ndarray]], threads: int | None = None) -> CachedArrays:
     """Open a data set's decoded arrays, decoding them first if the cache is missing or stale.
 
@@ -115,7 +116,8 @@ def cached_arrays(root: Path, task: str, size: int, sources: Sequence[Sequence[P
     t0 = time.perf_counter()
     n = len(sources)
     folder = cache_folder(root, task, size, sources)
-    key = fingerprint(sources, {"task": task, "size": size, **params})
+    key = fingerprint(sources, {"task": task, "size": size if isinstance(size, int) else list(canvas_hw(size)),
+                                **params})
     meta = _read_meta(folder)
     if meta is not None and meta.get("fingerprint") == key and meta.get("version") == VERSION:
         try:

@@ -24,7 +24,7 @@ from workbench.data.image_cache import CachedArrays, cached_arrays
 from workbench.data.spec import ClsSample, DetSample, SegSample, read_image
 from workbench.io import read_mask
 from workbench.errors import DataError
-from workbench.data.transforms import letterbox_image, letterbox_mask, resize_square, xywh_to_xyxy
+from workbench.data.transforms import Size, letterbox_image, letterbox_mask, resize_square, xywh_to_xyxy
 
 
 def _to_tensor(canvas: np.ndarray) -> torch.Tensor:
@@ -32,13 +32,13 @@ def _to_tensor(canvas: np.ndarray) -> torch.Tensor:
 
 
 class ClsDataset(Dataset):
-    """Classification crops resized to (size, size). Items: (image (3,S,S) uint8, label int).
+    """Classification crops resized to the canvas (size: N or (H, W)). Items: (image (3,H,W) uint8, label int).
 
     Args:
         cache_dir: decode every crop now into a memory-mapped cache there (None: lazily, in memory).
     """
 
-    def __init__(self, samples: Sequence[ClsSample], size: int, augment: Augment | None = None,
+    def __init__(self, samples: Sequence[ClsSample], size: Size, augment: Augment | None = None,
                  cache_dir: Path | None = None):
         self.samples, self.size, self.augment = list(samples), size, augment
         self._cache: dict[int, torch.Tensor] = {}
@@ -75,7 +75,8 @@ class ClsDataset(Dataset):
 
 
 class DetDataset(Dataset):
-    """Letterboxed detection images. Items: (image (3,S,S) uint8, boxes (N,4) xyxy canvas px, labels (N,) index).
+    """Letterboxed detection images (size: N or (H, W)). Items: (image (3,H,W) uint8, boxes (N,4) xyxy canvas px,
+    labels (N,) index).
 
     Args:
         samples: DetSamples (COCO boxes in pixels of the original image).
@@ -83,7 +84,7 @@ class DetDataset(Dataset):
         cache_dir: decode every image now into a memory-mapped cache there (None: lazily, in memory).
     """
 
-    def __init__(self, samples: Sequence[DetSample], size: int, category_ids: Sequence[int],
+    def __init__(self, samples: Sequence[DetSample], size: Size, category_ids: Sequence[int],
                  augment: Augment | None = None, cache_dir: Path | None = None):
         self.samples, self.size, self.augment = list(samples), size, augment
         self.index = {c: i for i, c in enumerate(category_ids)}
@@ -129,13 +130,14 @@ class DetDataset(Dataset):
 
 
 class SegDataset(Dataset):
-    """Letterboxed segmentation images. Items: (image (3,S,S) uint8, mask (S,S) int64, padding = ignore).
+    """Letterboxed segmentation images (size: N or (H, W)). Items: (image (3,H,W) uint8, mask (H,W) int64,
+    padding = ignore).
 
     Args:
         cache_dir: decode every image and mask now into a memory-mapped cache there (None: lazily, in memory).
     """
 
-    def __init__(self, samples: Sequence[SegSample], size: int, ignore_index: int = 255,
+    def __init__(self, samples: Sequence[SegSample], size: Size, ignore_index: int = 255,
                  augment: Augment | None = None, cache_dir: Path | None = None):
         self.samples, self.size, self.augment, self.ignore_index = list(samples), size, augment, ignore_index
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, tuple[int, int]]] = {}
@@ -200,7 +202,7 @@ def collate_det(batch):
     return torch.stack(images), list(boxes), list(labels)
 
 
-def build_datasets(spec, split: str, sizes: dict[str, int], train: bool = False,
+def build_datasets(spec, split: str, sizes: dict[str, Size], train: bool = False,
                    augment: dict[str, Augment] | None = None, cache_dir: Path | None = None,
                    tasks: Sequence[str] = ("cls", "det", "seg")) -> dict:
     """The task datasets {"cls", "det", "seg"} (or those of `tasks`) of a DatasetSpec's split at the

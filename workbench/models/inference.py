@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
 from workbench.records.tasks import TASKS
-from workbench.data.transforms import Letterbox
+from workbench.data.transforms import Letterbox, canvas_hw
 from workbench.models.losses import decode_detections
 from workbench.records.predictions import DetBoxes, Predictions, reduced_size
 from workbench.tta.views import View
@@ -82,7 +82,7 @@ def predict_det(model, dataset: DetDataset, category_ids: Sequence[int], device:
     model.eval()
     cat = np.asarray(category_ids, np.int64)
     result = [Predictions() for _ in views]
-    size = (dataset.size, dataset.size)
+    size = canvas_hw(dataset.size)
     i = 0
     for images, _, _ in _bar(_loader(dataset, batch_size, collate_det), "predict det", progress):
         images = images.to(device).float() / 255.0
@@ -108,7 +108,7 @@ def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: in
     """Segmentation logits of every image, float16 at 1/4 of the original size, per view."""
     model.eval()
     result = [Predictions() for _ in views]
-    size = (dataset.size, dataset.size)
+    size = canvas_hw(dataset.size)
     i = 0
     for images, _ in _bar(_loader(dataset, batch_size), "predict seg", progress):
         images = images.to(device).float() / 255.0

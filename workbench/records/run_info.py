@@ -95,7 +95,8 @@ class RunInfo:
         known = {k: v for k, v in d.items() if k in names}
         known["tasks"] = tuple(d.get("tasks") or TASKS)  # runs from before single-task recipes: all three
         known["parents"] = tuple(d.get("parents") or ())
-        known.setdefault("img_size", {})
+        # an (H, W) size comes back from JSON as a list
+        known["img_size"] = {t: tuple(v) if isinstance(v, list) else v for t, v in (d.get("img_size") or {}).items()}
         known.setdefault("model", {})
         return cls(**known, extra={k: v for k, v in d.items() if k not in names})
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from workbench.data.augment import Augment, augment_cls, augment_seg
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset
 from workbench.data.spec import DatasetSpec
-from workbench.data.transforms import Letterbox
+from workbench.data.transforms import Letterbox, canvas_hw
 from workbench.errors import DataError
 from workbench.records.tasks import DET_STRIDE
 
@@ -67,7 +67,7 @@ def letterbox_soft(logits: np.ndarray, height: int, width: int, size: int) -> to
     the letterboxed canvas of side S (zeros in the padding)."""
     probs = torch.softmax(torch.from_numpy(logits.astype(np.float32)), dim=0)[None]
     h, w = Letterbox(height, width, size).inner
-    canvas = torch.zeros(1, probs.shape[1], size, size)
+    canvas = torch.zeros(1, probs.shape[1], *canvas_hw(size))
     canvas[..., :h, :w] = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
     return F.avg_pool2d(canvas, DET_STRIDE)[0]
 

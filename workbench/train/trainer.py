@@ -140,8 +140,9 @@ class TrainConfig:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:
             size = self.img_size.get(task)
-            if not isinstance(size, int) or size < 32 or size % 32:
-                raise RunError(f"img_size for {task} must be a multiple of 32 (>= 32), got {size!r}")
+            sides = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
+            if len(sides) not in (1, 2) or not all(isinstance(s, int) and s >= 32 and not s % 32 for s in sides):
+                raise RunError(f"img_size for {task} must be N or (H, W), multiples of 32 (>= 32), got {size!r}")
             if int(self.batch_size.get(task, 0)) < 1:
                 raise RunError(f"batch_size for {task} must be >= 1")
         if self.epochs < 1:
