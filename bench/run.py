@@ -31,7 +31,9 @@ from recipes import step_cost
 from distill import ms_per_image
 from ensemble import wbf_cost
 from equal_budget import Row, equal_budget_table
+from workbench.cli import parse_per_task
 from workbench.data.spec import DatasetSpec
+from workbench.data.transforms import canvas_hw, size_label
 from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
@@ -42,7 +44,7 @@ from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
 from workbench.predict import PredictConfig, predict_run
 from workbench.records.predictions import to_submission
-from workbench.train.trainer import TrainConfig
+from workbench.train.trainer import DEFAULT_SIZES, TrainConfig
 
 METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
@@ -122,11 +124,12 @@ class Bench:
                 sum(t for _, _, t, _, _ in self.commands))
 
 
-def allinone_vs_singles(joint, singles: dict, size: int, batch: int = 8, reps: int = 5) -> dict:
+def allinone_vs_singles(joint, singles: dict, size, batch: int = 8, reps: int = 5) -> dict:
     """Forward time of the joint model with all three heads vs the three single-task models, each with
-    its head, on the same batch of `size` px images (no grad, CPU, eval mode). Models or run names."""
+    its head, on the same batch of images of `size` (N or (H, W)) (no grad, CPU, eval mode). Models or
+    run names."""
     torch.manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    images = torch.randint(0, 256, (batch, 3, *canvas_hw(size)), dtype=torch.uint8)
     device = torch.device("cpu")
 
     def timed(model, tasks) -> float:
@@ -353,16 +356,16 @@ def main(argv=None) -> None:
 
     # performance figures, measured here side by side
     print("\n[bench] performance figures", flush=True)
-    sizes = dict(s.split("=") for s in args.img_size.split(","))
-    joint_cfg = TrainConfig(data=data, backbone="efficientnet_lite0", img_size={k: int(v) for k, v in sizes.items()},
+    sizes = parse_per_task(args.img_size, DEFAULT_SIZES, "--img-size", shapes=True)
+    joint_cfg = TrainConfig(data=data, backbone="efficientnet_lite0", img_size=sizes,
                             clip="task", name=f"{p}-stepcost", runs_dir=args.runs_dir, device="cpu", steps_per_epoch=10)
     cost = step_cost(joint_cfg, Path(args.runs_dir) / f"{p}-stepcost")
-    inf = allinone_vs_singles(f"{p}-joint-lite0", singles, int(sizes["det"]))
+    inf = allinone_vs_singles(f"{p}-joint-lite0", singles, sizes["det"])
     # the same architecture with one shared set of BatchNorm statistics: one backbone pass for all three
     # heads (per-task statistics, the default, run the backbone once per task on a shared image)
     joint_model = load_model(open_run(f"{p}-joint-lite0"), torch.device("cpu"))
     one_pass = MultiTaskModel(replace(joint_model.config, norm_stats="shared", pretrained=None))
-    shared_inf = allinone_vs_singles(one_pass, singles, int(sizes["det"]))
+    shared_inf = allinone_vs_singles(one_pass, singles, sizes["det"])
     # the same two figures with depthwise-separable neck and head convolutions (`--head-convs separable`);
     # time does not depend on the weights, so a freshly built model stands for the joint and every single one
     sep_cost = step_cost(replace(joint_cfg, head_convs="separable", name=f"{p}-stepcost-sep"),
@@ -370,7 +373,7 @@ def main(argv=None) -> None:
     spec_ = DatasetSpec(data)
     sep_model = MultiTaskModel(ModelConfig("efficientnet_lite0", len(spec_.cls_classes), len(spec_.det_category_ids),
                                            len(spec_.seg_classes), head_convs="separable"))
-    sep_inf = allinone_vs_singles(sep_model, {t: sep_model for t in TASKS}, int(sizes["det"]))
+    sep_inf = allinone_vs_singles(sep_model, {t: sep_model for t in TASKS}, sizes["det"])
     wbf_ms, wbf_boxes = wbf_cost([parse_member(m) for m in multi], data)
     coco_s = scoring_cost(data, f"{p}-joint-lite0")
     perf = [
@@ -379,7 +382,7 @@ def main(argv=None) -> None:
         f"backward + AdamW on the same three batches, channels-last like the workbench's model: "
         f"{cost['bare_s'] * 1000:.0f} ms (in timm's default NCHW layout: {cost['bare_nchw_s'] * 1000:.0f} ms); overhead "
         f"{cost['overhead'] * 100:+.1f}% (goal: at most +15%).",
-        f"- Inference, one {sizes['det']} px image, all three tasks: the AllInOne joint model "
+        f"- Inference, one {size_label(sizes['det'])} px image, all three tasks: the AllInOne joint model "
         f"{inf['joint_ms']:.1f} ms vs the three single-task models "
         f"{' + '.join(f'{v:.1f}' for v in inf['singles_ms'].values())} = {sum(inf['singles_ms'].values()):.1f} ms: "
         f"{inf['ratio']:.2f}x the summed cost (goal: at most 0.4x).",
@@ -432,7 +435,7 @@ def main(argv=None) -> None:
                  f". Remainder: per-task BatchNorm statistics (the default since they raised the joint val score "
                  f"by +0.08, bench/NORM_STATS.md) run the backbone once per task when one image asks for all three; "
                  f"with one shared set the same model is {shared_inf['ratio']:.2f}x, where the neck and the stride-4 "
-                 f"heads cost about as much as the lite0 backbone at 256 px (separable convolutions: "
+                 f"heads cost about as much as the lite0 backbone at {size_label(sizes['det'])} px (separable convolutions: "
                  f"{sep_inf['ratio']:.2f}x). In the competition each task has its own images, so each image costs one "
                  f"backbone pass either way")
     goals = [
