@@ -168,9 +168,11 @@ def head_convs_option(f):
                      help="BatchNorm running statistics of the backbone: one per task (crops and scenes differ; "
                           "each task's images are normalised with their own: +0.08 val score on the traffic "
                           "benchmark, bench/NORM_STATS.md), or one shared set.")(f)
-    return click.option("--head-convs", type=click.Choice(["conv", "separable"]), default="conv", show_default=True,
-                        help="3x3 convolutions of the neck and det/seg heads: full, or depthwise-separable "
-                             "(EfficientDet-style, about 1/8 of the multiply-adds: cheaper AllInOne inference).")(f)
+    return click.option("--head-convs", type=click.Choice(["conv", "separable"]), default="separable",
+                        show_default=True,
+                        help="3x3 convolutions of the neck and det/seg heads: depthwise-separable (EfficientDet-"
+                             "style, about 1/8 of the multiply-adds; at an equal budget on the traffic benchmark "
+                             "det mAP50 about doubled, bench/EQUAL_BUDGET.md), or full.")(f)
 
 
 def run_recipe(recipe: str, tasks, backbone, pretrained, norm, from_run, kw) -> None:

@@ -89,7 +89,11 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 50
     neck_channels: int = 64
-    head_convs: str = "conv"  # "conv" or "separable" 3x3 convolutions in the neck and the det/seg heads
+    # "separable" (the default) or "conv" 3x3 convolutions in the neck and the det/seg heads. Separable:
+    # at an equal 4-minute budget on the traffic benchmark (3 seeds, bench/EQUAL_BUDGET.md) single-task
+    # det rose from 0.22 to 0.4x mAP50 (fewer multiply-adds: more steps, and it learns faster per
+    # step) and seg held level; also the cheaper AllInOne inference.
+    head_convs: str = "separable"
     # "task": the backbone's BatchNorm running statistics kept per task (or "shared": one set). Default
     # "task": joint lite0 at a 5-minute budget, 3 seeds, val score 0.5995 vs 0.5180 shared, +0.0815
     # [+0.0246, +0.1438], Top-1 0.808 vs 0.647, seed spread 0.018 vs 0.113 (bench/NORM_STATS.md)
