@@ -205,7 +205,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/traffic/dataset.yaml")
     parser.add_argument("--weights", default="../shared/weights", help="folder of efficientnet_lite{0,1,2}.imagenet.safetensors")
-    parser.add_argument("--img-size", default="cls=64,det=256,seg=256")
+    # canvases of the traffic set's shapes: 400 x 300 portrait road photos, 720 x 960 CamVid frames (HxW)
+    parser.add_argument("--img-size", default="cls=64,det=320x256,seg=256x320")
     # Every training stage runs for a time budget (`wb train --budget`), so the rows compare at equal
     # minutes: the three plain scripts and the three single-task runs get single-*, and one joint model
     # gets the same total, split between the joint run and its head fine-tuning (joint + headft).
