@@ -48,10 +48,12 @@ def test_equal_budget_table(tiny_data, tiny_run, plain_outputs):
     three = cells(table, "three plain scripts")
     assert three[1] == "1m + 2m + 2m"
     assert three[2:6] == [f"{v:.4f}" for v in [*result.values(), np.mean(list(result.values()))]]
-    one, alone = cells(table, "one checkpoint: joint + headft"), cells(table, "joint alone (before headft)")
-    assert one[1] == "4m + 1m" and alone[1] == "4m"
-    assert one[2:] == alone[2:]  # the same run in both rows
-    vs_plain, vs_singles = one[6].split("; ")
+    one, joint = cells(table, "one checkpoint: joint + headft"), cells(table, "one joint model")
+    assert one[1] == "4m + 1m" and joint[1] == "4m"
+    assert one[2:6] == joint[2:6]  # the same run in both rows
+    vs_plain, vs_singles, vs_joint = one[6].split("; ")
+    assert vs_joint == "score vs one joint model: +0.0000 [+0.0000, +0.0000]"
+    assert joint[6] == f"{vs_plain}; {vs_singles}"
     assert vs_plain.startswith("score vs three plain scripts: ")
     # the difference of the two printed scores (to their rounding); the singles are the plain outputs here
     assert float(vs_plain.split(": ")[1].split()[0]) == pytest.approx(float(one[5]) - float(three[5]), abs=1.1e-4)
