@@ -239,7 +239,8 @@ def test_in_place_gradient_sum_equals_the_flat_per_task_path(tiny_data, tmp_path
     assert [g is None for g in shared_grads["in-place"]] == [g is None for g in shared_grads["flat"]]
     for a, b in zip(shared_grads["in-place"], shared_grads["flat"]):
         if a is not None:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-9)
+            # float32 sums in another order: equal to rounding (depthwise weights have ~1e-8 gradients)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-8)
     expected = [0.01] * 3 if clip == "task" else [row[f"grad_{t}"] for t in ("cls", "det", "seg")]
     assert [g.norm().item() for g in seen.values()] == pytest.approx(expected, rel=1e-4)
 

@@ -50,6 +50,10 @@ def test_loss_falls_and_best_epoch_is_kept(tiny_data, tmp_path):
 def test_bad_config_and_existing_run_are_refused(tiny_data, tiny_run):
     with pytest.raises(RunError, match="multiple of 32"):
         TrainConfig(data=str(tiny_data), backbone="resnet10t", img_size={"cls": 30, "det": 64, "seg": 64})
+    for bad in ((30, 64), (64, 64, 64), "64x96"):  # (H, W) sides are multiples of 32 too; text is the CLI's to parse
+        with pytest.raises(RunError, match="multiple of 32"):
+            TrainConfig(data=str(tiny_data), backbone="resnet10t", img_size={"cls": 32, "det": bad, "seg": 64})
+    TrainConfig(data=str(tiny_data), backbone="resnet10t", img_size={"cls": 32, "det": (64, 96), "seg": [96, 64]})
     with pytest.raises(RunError, match="already exists"):
         train_joint(tiny_train_config(tiny_data, tiny_run.parent, tiny_run.name), progress=False)
 

@@ -146,7 +146,7 @@ class TrainConfig:
             size = self.img_size.get(task)
             sides = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
             if len(sides) not in (1, 2) or not all(isinstance(s, int) and s >= 32 and not s % 32 for s in sides):
-                raise RunError(f"img_size for {task} must be N or (H, W), multiples of 32 (>= 32), got {size!r}")
+                raise RunError(f"img_size for {task} must be N or (H, W), each a multiple of 32 (>= 32), got {size!r}")
             if int(self.batch_size.get(task, 0)) < 1:
                 raise RunError(f"batch_size for {task} must be >= 1")
         if self.epochs < 1:
