@@ -103,6 +103,25 @@ def test_budget_and_steps_per_epoch_are_exclusive(tiny_data, tmp_path):
         tiny_train_config(tiny_data, tmp_path, "both", budget="10m", steps_per_epoch=5)
 
 
+def fake_clock(monkeypatch, step_s, validation_s: float) -> None:
+    """Replace the budget clock with a fake one that advances step_s(step index) per training step and
+    validation_s per validation (nothing else costs time)."""
+    from workbench.train import trainer as trainer_module
+    now = [0.0]
+    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
+    step, validate = trainer_module.Trainer.train_step, trainer_module.validate
+
+    def timed_step(self, **kw):
+        now[0] += step_s(self.step)
+        return step(self, **kw)
+
+    def timed_validate(*args):
+        now[0] += validation_s
+        return validate(*args)
+    monkeypatch.setattr(trainer_module.Trainer, "train_step", timed_step)
+    monkeypatch.setattr(trainer_module, "validate", timed_validate)
+
+
 def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, monkeypatch):
     """A fake clock: every step costs 2 s, every validation 5 s, budget 100 s over 2 epochs.
     Calibration: 6 steps (the last 5 timed: 2 s a step), one validation (5 s): 17 s spent; left for
@@ -111,20 +130,7 @@ def test_budget_sets_the_step_count_from_measured_speed(tiny_data, tmp_path, mon
     = 43 s = 21 steps in epoch 2, 42 in all; the run ends at 52 + 21 x 2 + 5 = 99 s. Last all-in
     rate, at step 41: (52 + 20 x 2) / 41 = 2.2439 s."""
     import torch
-    from workbench.train import trainer as trainer_module
-    now = [0.0]
-    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
-    step, validate = trainer_module.Trainer.train_step, trainer_module.validate
-
-    def slow_step(self, **kw):
-        now[0] += 2.0
-        return step(self, **kw)
-
-    def slow_validate(*args):
-        now[0] += 5.0
-        return validate(*args)
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", slow_step)
-    monkeypatch.setattr(trainer_module, "validate", slow_validate)
+    fake_clock(monkeypatch, lambda step: 2.0, 5.0)
     run = train_joint(tiny_train_config(tiny_data, tmp_path, "budget", epochs=2, steps_per_epoch=None, budget="100s"),
                       progress=False)
     info = json.loads((run / "run.json").read_text())
@@ -146,20 +152,7 @@ def test_budget_refits_within_an_epoch_when_steps_slow_down(tiny_data, tmp_path,
     steps -> 19 in the epoch. At step 10 (84 s; last 10: 2 s x 4 + 4 s x 6 = 3.2 s): 11 s free -> 3
     -> 13 in the epoch, which ends at 84 + 3 x 4 + 5 = 101 s. Refitting only at epoch ends would have
     taken all 21 steps: 52 + 4 x 2 + 17 x 4 + 5 = 133 s."""
-    from workbench.train import trainer as trainer_module
-    now = [0.0]
-    monkeypatch.setattr(trainer_module, "_clock", lambda: now[0])
-    step, validate = trainer_module.Trainer.train_step, trainer_module.validate
-
-    def slowing_step(self, **kw):
-        now[0] += 2.0 if self.step < 25 else 4.0
-        return step(self, **kw)
-
-    def slow_validate(*args):
-        now[0] += 5.0
-        return validate(*args)
-    monkeypatch.setattr(trainer_module.Trainer, "train_step", slowing_step)
-    monkeypatch.setattr(trainer_module, "validate", slow_validate)
+    fake_clock(monkeypatch, lambda step: 2.0 if step < 25 else 4.0, 5.0)
     run = train_joint(tiny_train_config(tiny_data, tmp_path, "slowing", epochs=2, steps_per_epoch=None, budget="100s"),
                       progress=False)
     info = json.loads((run / "run.json").read_text())
