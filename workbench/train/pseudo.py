@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from workbench.data.augment import Augment, augment_cls, augment_seg
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset
 from workbench.data.spec import DatasetSpec
-from workbench.data.transforms import Letterbox, canvas_hw
+from workbench.data.transforms import Letterbox, Size, canvas_hw
 from workbench.errors import DataError
 from workbench.records.tasks import DET_STRIDE
 
@@ -62,9 +62,9 @@ class SoftClsDataset(Dataset):
         return self.get(i)
 
 
-def letterbox_soft(logits: np.ndarray, height: int, width: int, size: int) -> torch.Tensor:
-    """Teacher logits (K, ceil(H/4), ceil(W/4)) of an (H, W) image -> probabilities (K, S/4, S/4) on
-    the letterboxed canvas of side S (zeros in the padding)."""
+def letterbox_soft(logits: np.ndarray, height: int, width: int, size: Size) -> torch.Tensor:
+    """Teacher logits (K, ceil(H/4), ceil(W/4)) of an (H, W) image -> probabilities (K, CH/4, CW/4) on
+    the letterboxed canvas of `size` (N or (CH, CW); zeros in the padding)."""
     probs = torch.softmax(torch.from_numpy(logits.astype(np.float32)), dim=0)[None]
     h, w = Letterbox(height, width, size).inner
     canvas = torch.zeros(1, probs.shape[1], *canvas_hw(size))

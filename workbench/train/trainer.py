@@ -33,6 +33,7 @@ import math
 import random
 import shutil
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -91,8 +92,8 @@ class TrainConfig:
     neck_channels: int = 64
     # "separable" (the default) or "conv" 3x3 convolutions in the neck and the det/seg heads. Separable:
     # at an equal 4-minute budget on the traffic benchmark (3 seeds, bench/EQUAL_BUDGET.md) single-task
-    # det rose from 0.22 to 0.4x mAP50 (fewer multiply-adds: more steps, and it learns faster per
-    # step) and seg held level; also the cheaper AllInOne inference.
+    # det rose from 0.218 to 0.435 mAP50 (+0.217 [+0.139, +0.298]; fewer multiply-adds: more steps, and
+    # it learns faster per step) and seg held level; also the cheaper AllInOne inference.
     head_convs: str = "separable"
     # "task": the backbone's BatchNorm running statistics kept per task (or "shared": one set). Default
     # "task": joint lite0 at a 5-minute budget, 3 seeds, val score 0.5995 vs 0.5180 shared, +0.0815
@@ -433,6 +434,8 @@ class Trainer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if prefetch else None
         self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
         self.clock = _clock  # what a budget is measured with
+        self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
+        self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
         self._start_progress()
 
     def _start_progress(self) -> None:
@@ -669,7 +672,7 @@ class Trainer:
         self.epoch_step = 0
         self.sums = {}
         if self.budget is not None:  # this epoch end's cost so far + the writing after it (the last one's)
-            self.budget["end_s"] = round(self.clock() - t_end + getattr(self, "_tail_s", 0.0), 2)
+            self.budget["end_s"] = round(self.clock() - t_end + self._tail_s, 2)
             self.refit_budget()
         t_tail = self.clock()
         self.write_logs()
@@ -764,7 +767,7 @@ class Trainer:
         self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
                        "val_s": round(val_s, 2), "steps_per_epoch": self.steps, "steps": self.total,
                        "spent_s": elapsed, "end_s": round(val_s, 2)}
-        self.step_times = [step_s] * (CALIBRATION_STEPS - 1)
+        self.step_times.extend([step_s] * (CALIBRATION_STEPS - 1))
         self._budget_mark = self.clock()
         self.wall += time.time() - wall0
         if progress:
@@ -786,8 +789,7 @@ class Trainer:
         left = self.config.epochs - self.epoch  # epochs not yet ended, the one under way included
         if left <= 0 or self.step == 0:
             return
-        recent = getattr(self, "step_times", [])[-REFIT_WINDOW:]
-        step_s = sum(recent) / len(recent) if recent else b["step_s"]
+        step_s = sum(self.step_times) / len(self.step_times) if self.step_times else b["step_s"]
         free = b["budget_s"] - b["spent_s"] - left * b.get("end_s", b["val_s"])
         steps_left = max(0, math.floor(free / max(step_s, 1e-9)))
         self.steps = max(1, self.epoch_step, math.ceil((self.epoch_step + steps_left) / left))
@@ -810,7 +812,7 @@ class Trainer:
                 row = self.train_step(prefetch_next=not checkpoint_next)
                 self.step_rows.append(row)
                 if self.budget is not None:
-                    self.step_times = [*getattr(self, "step_times", [])[-REFIT_WINDOW + 1:], self.clock() - t_step]
+                    self.step_times.append(self.clock() - t_step)
                     if self.epoch_step % REFIT_EVERY == 0 and self.epoch_step < self.steps:
                         self.refit_budget()
                         bar.total = self.steps
