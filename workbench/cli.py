@@ -164,10 +164,12 @@ def recipe_options(f):
 
 
 def head_convs_option(f):
-    f = click.option("--norm-stats", type=click.Choice(["shared", "task"]), default="task", show_default=True,
+    f = click.option("--norm-stats", type=click.Choice(["shared", "task", "frozen"]), default="task",
+                     show_default=True,
                      help="BatchNorm running statistics of the backbone: one per task (crops and scenes differ; "
                           "each task's images are normalised with their own: +0.08 val score on the traffic "
-                          "benchmark, bench/NORM_STATS.md), or one shared set.")(f)
+                          "benchmark, bench/NORM_STATS.md), one shared set, or frozen at the pretrained ones "
+                          "(needs --pretrained; one backbone pass then serves all three tasks of an image).")(f)
     return click.option("--head-convs", type=click.Choice(["conv", "separable"]), default="separable",
                         show_default=True,
                         help="3x3 convolutions of the neck and det/seg heads: depthwise-separable (EfficientDet-"

@@ -1,4 +1,5 @@
-"""Per-task BatchNorm statistics (`--norm-stats task`): each task's batches update and use their own."""
+"""BatchNorm statistics of the backbone: per task (`--norm-stats task`), each task's batches update and use
+their own; frozen (`--norm-stats frozen`), the pretrained ones are used and never updated."""
 import pytest
 import torch
 
@@ -77,5 +78,34 @@ def test_statistics_are_saved_and_loaded_with_the_weights(tmp_path):
 
 
 def test_unknown_norm_stats_refused():
-    with pytest.raises(RunError, match="norm statistics must be one of shared, task"):
+    with pytest.raises(RunError, match="norm statistics must be one of shared, task, frozen"):
         model("per-task")
+
+
+def backbone_passes(m: MultiTaskModel, tasks) -> int:
+    calls = []
+    handle = m.backbone.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        m(scenes(), tasks=tasks)
+    handle.remove()
+    return len(calls)
+
+
+def test_frozen_statistics_never_move_while_the_batchnorm_scales_train():
+    m = model("frozen").train()
+    start = own_stats(m)
+    assert m.training and not any(n.training for n in m._norms)  # train() leaves the backbone's norms in eval
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    out = m(crops(), tasks=("cls",))["cls"].sum() + m(scenes(), tasks=("seg",))["seg"].sum()
+    out.backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(own_stats(m), start))
+    assert all(int(n.num_batches_tracked) == 0 for n in m._norms)
+    assert m._norms[0].weight.grad is not None and m._norms[0].weight.grad.abs().sum() > 0  # scales still learn
+    assert m.heads["cls"].drop.training  # the rest of the model is in training mode (dropout on)
+
+
+def test_one_backbone_pass_serves_every_task_unless_the_statistics_are_per_task():
+    assert backbone_passes(model("frozen").eval(), ("cls", "det", "seg")) == 1
+    assert backbone_passes(model("shared").eval(), ("cls", "det", "seg")) == 1
+    assert backbone_passes(model("task").eval(), ("cls", "det", "seg")) == 3

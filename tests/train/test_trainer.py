@@ -54,6 +54,8 @@ def test_bad_config_and_existing_run_are_refused(tiny_data, tiny_run):
         with pytest.raises(RunError, match="multiple of 32"):
             TrainConfig(data=str(tiny_data), backbone="resnet10t", img_size={"cls": 32, "det": bad, "seg": 64})
     TrainConfig(data=str(tiny_data), backbone="resnet10t", img_size={"cls": 32, "det": (64, 96), "seg": [96, 64]})
+    with pytest.raises(RunError, match="frozen norm statistics need --pretrained"):
+        TrainConfig(data=str(tiny_data), backbone="resnet10t", norm_stats="frozen")
     with pytest.raises(RunError, match="already exists"):
         train_joint(tiny_train_config(tiny_data, tiny_run.parent, tiny_run.name), progress=False)
 

@@ -35,7 +35,8 @@ class ModelConfig:
     std: tuple[float, float, float] | None = None
     det_size_activation: str = "softplus"  # runs written before it existed used "relu" (from_dict)
     head_convs: str = "conv"  # "conv" or "separable" 3x3s in the neck and heads (models.heads.conv_gn_relu)
-    norm_stats: str = "shared"  # "shared" or "task": BatchNorm running statistics of the backbone per task
+    norm_stats: str = "shared"  # BatchNorm running statistics of the backbone: "shared", "task" (per task) or
+    # "frozen" (the pretrained ones, never updated: one backbone pass serves every task)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -54,7 +55,7 @@ class ModelConfig:
         return cls(**d)
 
 
-NORM_STATS = ("shared", "task")
+NORM_STATS = ("shared", "task", "frozen")
 
 
 class TaskNormStats(nn.Module):
@@ -161,8 +162,11 @@ class MultiTaskModel(nn.Module):
         # per-task BatchNorm statistics: classification crops (64 px) and street scenes (256 px) have
         # different activation statistics; one shared running mean fits neither (DESIGN.md: cls Top-1
         # 0.569 shared vs 0.668 with statistics re-estimated on crops alone, weights untouched)
+        # frozen: the pretrained statistics serve every task and one backbone pass serves all three (the
+        # AllInOne inference cost of one model, not three); the BatchNorm scales and shifts still train
         self._norms = [m for m in self.backbone.modules()
                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.norm_stats = config.norm_stats
         self.task_stats = (nn.ModuleDict({t: TaskNormStats(self._norms) for t in TASKS})
                            if config.norm_stats == "task" else None)
         convs = config.head_convs
@@ -204,6 +208,14 @@ class MultiTaskModel(nn.Module):
             if "seg" in tasks:
                 out["seg"] = self.heads["seg"](pyramid)
         return out
+
+    def train(self, mode: bool = True) -> "MultiTaskModel":
+        """nn.Module.train, except that frozen statistics keep the backbone's BatchNorm layers in eval mode."""
+        super().train(mode)
+        if self.norm_stats == "frozen":
+            for m in self._norms:
+                m.eval()
+        return self
 
     @contextmanager
     def norm_stats_of(self, task: str | None):

@@ -141,6 +141,8 @@ class TrainConfig:
         recipe.check(self)
         if self.norm_stats not in NORM_STATS:
             raise RunError(f"norm statistics must be one of {', '.join(NORM_STATS)}, got {self.norm_stats!r}")
+        if self.norm_stats == "frozen" and not self.pretrained and not self.from_run:
+            raise RunError("frozen norm statistics need --pretrained weights (a new backbone's statistics are 0 and 1)")
         if self.head_convs not in HEAD_CONVS:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:
