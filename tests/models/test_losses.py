@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from workbench.models.losses import (cls_loss, decode_detections, det_loss, encode_det_targets,
                                      focal_heatmap_loss, seg_loss)
@@ -143,3 +144,58 @@ def test_cls_loss_label_smoothing_by_hand():
     assert plain == pytest.approx(math.log(1 + 3 * math.exp(-10)), abs=1e-6)
     smooth = cls_loss(logits, torch.tensor([0]), label_smoothing=0.1).item()
     assert smooth == pytest.approx((1 - 0.1 + 0.1 / 4) * plain + 3 * (0.1 / 4) * (10 + plain), rel=1e-3)
+
+
+# --- a batch split over ranks: each part divided by the count summed over the parts ------------------
+
+def _split_sum(loss_fn, parts: list[tuple]) -> torch.Tensor:
+    """The parts' losses, each divided by the count summed over all parts (what Dist.count gives every
+    rank), added up: what the ranks' summed gradients are the gradient of."""
+    counts = []
+    for args in parts:
+        loss_fn(*args, count=lambda n: counts.append(n.detach()) or n)
+    per_call = len(counts) // len(parts)  # det asks for two counts a call (peaks, L1 elements)
+    totals = [sum(counts[i::per_call]) for i in range(per_call)]
+    calls = iter(range(10 ** 6))
+
+    def global_count(n):
+        return totals[next(calls) % per_call]
+    return sum(loss_fn(*args, count=global_count) for args in parts)
+
+
+def test_torch_means_are_kept_in_one_process():
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    w = torch.rand(5, generator=g) + 0.5
+    ref = F.cross_entropy(logits, labels, weight=w, label_smoothing=0.1)  # torch's weighted, smoothed mean
+    assert cls_loss(logits, labels, weight=w).item() == pytest.approx(ref.item(), rel=1e-6)
+    seg, masks = torch.randn(2, 4, 4, 4, generator=g), torch.randint(0, 4, (2, 16, 16), generator=g)
+    masks[0, :5] = 255
+    up = F.interpolate(seg, size=(16, 16), mode="bilinear", align_corners=False)
+    ref = F.cross_entropy(up, masks, weight=w[:4], ignore_index=255)
+    assert seg_loss(seg, masks, weight=w[:4]).item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_a_batch_split_in_parts_with_summed_counts_gives_the_whole_batchs_loss():
+    g = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(8, 5, generator=g), torch.randint(0, 5, (8,), generator=g)
+    w = torch.rand(5, generator=g) + 0.5
+    whole = cls_loss(logits, labels, weight=w)
+    halves = _split_sum(lambda x, y, count: cls_loss(x, y, weight=w, count=count),
+                        [(logits[:4], labels[:4]), (logits[4:], labels[4:])])
+    assert halves.item() == pytest.approx(whole.item(), rel=1e-6)
+    seg, masks = torch.randn(4, 3, 4, 4, generator=g), torch.randint(0, 3, (4, 16, 16), generator=g)
+    masks[:2, :12] = 255  # the first half has far fewer labelled pixels: per-part means would weigh it wrongly
+    whole = seg_loss(seg, masks)
+    halves = _split_sum(lambda x, y, count: seg_loss(x, y, count=count), [(seg[:2], masks[:2]), (seg[2:], masks[2:])])
+    assert halves.item() == pytest.approx(whole.item(), rel=1e-6)
+    mean_of_means = (seg_loss(seg[:2], masks[:2]) + seg_loss(seg[2:], masks[2:])) / 2
+    assert abs(mean_of_means.item() - whole.item()) > 1e-3  # so the test can tell the two apart
+    out = {"heatmap": torch.randn(2, 3, 16, 16, generator=g), "size": torch.rand(2, 2, 16, 16, generator=g) * 4,
+           "offset": torch.rand(2, 2, 16, 16, generator=g)}
+    boxes = [torch.tensor([[4.0, 4.0, 20.0, 30.0], [30.0, 8.0, 50.0, 20.0]]), torch.tensor([[10.0, 10.0, 40.0, 40.0]])]
+    labels = [torch.tensor([0, 2]), torch.tensor([1])]
+    whole = det_loss(out, boxes, labels)
+    part = lambda i: ({k: v[i:i + 1] for k, v in out.items()}, boxes[i:i + 1], labels[i:i + 1])  # noqa: E731
+    halves = _split_sum(lambda o, b, lab, count: det_loss(o, b, lab, count=count), [part(0), part(1)])
+    assert halves.item() == pytest.approx(whole.item(), rel=1e-5)

@@ -1,5 +1,13 @@
-"""Task losses and the detection decoder (CenterNet: heatmap focal loss, L1 on size and offset)."""
+"""Task losses and the detection decoder (CenterNet: heatmap focal loss, L1 on size and offset).
+
+Every loss is a sum divided by a count (images, labelled pixels, object centres). `count` maps the
+batch's own count to the one to divide by: the identity in one process; under torchrun the count
+summed over the ranks (workbench.dist.Dist.count), so that each rank's loss is its share of the
+global batch's mean and the ranks' summed gradients are the global batch's gradient.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -8,23 +16,37 @@ from torchvision.ops import batched_nms
 from workbench.records.tasks import DET_STRIDE
 
 
+Count = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _own(n: torch.Tensor) -> torch.Tensor:
+    return n
+
+
 def cls_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.1,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy. logits (B, K), labels (B,) int; weight: optional (K,) class weights."""
-    return F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing)
+             weight: torch.Tensor | None = None, count: Count = _own) -> torch.Tensor:
+    """Cross-entropy (torch's mean: divided by the images, or by their class weights' sum).
+    logits (B, K), labels (B,) int; weight: optional (K,) class weights."""
+    total = F.cross_entropy(logits, labels, weight=weight, label_smoothing=label_smoothing, reduction="sum")
+    n = weight[labels].sum() if weight is not None else torch.tensor(float(len(labels)), device=logits.device)
+    return total / count(n).clamp_min(1e-12)
 
 
 def seg_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int = 255,
-             weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Cross-entropy at full resolution. logits (B, K, H/4, W/4), masks (B, H, W) with ignore_index;
-    weight: optional (K,) class weights."""
+             weight: torch.Tensor | None = None, count: Count = _own) -> torch.Tensor:
+    """Cross-entropy at full resolution, divided by the labelled pixels (or their class weights' sum).
+    logits (B, K, H/4, W/4), masks (B, H, W) with ignore_index; weight: optional (K,) class weights.
+    A batch of ignore-only masks gives 0 (and keeps the graph)."""
     up = F.interpolate(logits, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-    if (masks != ignore_index).any():
-        return F.cross_entropy(up, masks, weight=weight, ignore_index=ignore_index)
-    return up.sum() * 0.0  # a batch of ignore-only masks: no signal, keep the graph
+    valid = masks != ignore_index
+    n = weight[masks[valid]].sum() if weight is not None else valid.sum().float()
+    total = (F.cross_entropy(up, masks, weight=weight, ignore_index=ignore_index, reduction="sum")
+             if valid.any() else up.sum() * 0.0)
+    return total / count(n).clamp_min(1.0 if weight is None else 1e-12)
 
 
-def soft_cls_loss(logits: torch.Tensor, probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def soft_cls_loss(logits: torch.Tensor, probs: torch.Tensor, temperature: float = 1.0,
+                  count: Count = _own) -> torch.Tensor:
     """Knowledge distillation (Hinton et al. 2015): T^2 * KL(teacher_T || student_T).
 
     Args:
@@ -34,10 +56,12 @@ def soft_cls_loss(logits: torch.Tensor, probs: torch.Tensor, temperature: float 
     """
     teacher = torch.softmax(torch.log(probs.clamp_min(1e-8)) / temperature, dim=1)
     student = torch.log_softmax(logits / temperature, dim=1)
-    return F.kl_div(student, teacher, reduction="batchmean") * temperature**2
+    n = torch.tensor(float(len(logits)), device=logits.device)
+    return F.kl_div(student, teacher, reduction="sum") * temperature**2 / count(n)
 
 
-def soft_seg_loss(logits: torch.Tensor, probs: torch.Tensor, confidence: float = 0.5) -> torch.Tensor:
+def soft_seg_loss(logits: torch.Tensor, probs: torch.Tensor, confidence: float = 0.5,
+                  count: Count = _own) -> torch.Tensor:
     """Soft cross-entropy with the teacher's per-pixel probabilities at 1/4 resolution, over the
     pixels where the teacher is confident (max probability >= confidence; padding has none).
 
@@ -46,10 +70,11 @@ def soft_seg_loss(logits: torch.Tensor, probs: torch.Tensor, confidence: float =
     """
     top = probs.max(dim=1).values
     weight = ((top >= confidence) & (top > 0)).float()  # letterbox padding holds no probability
-    if weight.sum() == 0:
+    n = count(weight.sum())
+    if n == 0:
         return logits.sum() * 0.0
     ce = -(probs * torch.log_softmax(logits, dim=1)).sum(dim=1)
-    return (ce * weight).sum() / weight.sum()
+    return (ce * weight).sum() / n
 
 
 def encode_det_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
@@ -86,28 +111,33 @@ def encode_det_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], nu
     return heat, idx, torch.tensor(sizes).view(-1, 2), torch.tensor(offsets).view(-1, 2)
 
 
-def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, a: float = 2.0, b: float = 4.0) -> torch.Tensor:
-    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks."""
+def focal_heatmap_loss(logits: torch.Tensor, target: torch.Tensor, a: float = 2.0, b: float = 4.0,
+                       count: Count = _own) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss, summed and divided by the number of peaks (at least 1)."""
     p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
     pos = target.eq(1).float()
     pos_loss = -(torch.log(p) * (1 - p) ** a * pos).sum()
     neg_loss = -(torch.log(1 - p) * p**a * (1 - target) ** b * (1 - pos)).sum()
-    return (pos_loss + neg_loss) / pos.sum().clamp(min=1.0)
+    return (pos_loss + neg_loss) / count(pos.sum()).clamp(min=1.0)
 
 
 def det_loss(out: dict[str, torch.Tensor], boxes: list[torch.Tensor], labels: list[torch.Tensor],
-             size_weight: float = 0.1) -> torch.Tensor:
-    """CenterNet loss: focal heatmap + size_weight * L1(size) + L1(offset), the L1s at object centres."""
+             size_weight: float = 0.1, count: Count = _own) -> torch.Tensor:
+    """CenterNet loss: focal heatmap + size_weight * L1(size) + L1(offset), the L1s means over the
+    object centres' coordinates."""
     num_classes, h, w = out["heatmap"].shape[1:]
     heat, idx, size_t, off_t = encode_det_targets(boxes, labels, num_classes, (h, w))
     dev = out["heatmap"].device
-    loss = focal_heatmap_loss(out["heatmap"], heat.to(dev))
+    loss = focal_heatmap_loss(out["heatmap"], heat.to(dev), count=count)
+    n = count(torch.tensor(2.0 * len(idx), device=dev))  # the L1s' elements: (w, h) and (dx, dy) per centre
     if len(idx):
         b, y, x = idx.to(dev).unbind(1)
         size_p = out["size"][b, :, y, x]
         off_p = out["offset"][b, :, y, x]
-        loss = loss + size_weight * F.l1_loss(size_p, size_t.to(dev)) + F.l1_loss(off_p, off_t.to(dev))
-    else:
+        l1 = (size_weight * F.l1_loss(size_p, size_t.to(dev), reduction="sum")
+              + F.l1_loss(off_p, off_t.to(dev), reduction="sum"))
+        loss = loss + l1 / n
+    else:  # no centre here (another rank may have some): no L1 term, keep the graph
         loss = loss + 0.0 * (out["size"].sum() + out["offset"].sum())
     return loss
 
