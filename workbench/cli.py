@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -155,6 +156,10 @@ def recipe_options(f):
                           "a GPU only, on a 2-core CPU the thread slows the step, bench/THROUGHPUT.md)."),
         click.option("--seed", default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ..."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
+                     show_default=True,
+                     help="Autocast of the forward passes: auto = bf16 on a GPU that has it, else fp32; fp16 adds a "
+                          "dynamic loss scale. Recorded in run.json; wb predict uses it too."),
         click.option("--name", help="Run id (default: <recipe>-<backbone>-<time>)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name."),
     ]
@@ -313,12 +318,14 @@ def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_thresh
 @click.option("--compare-tta", is_flag=True, help="Print val metrics of each view alone and of the fused views.")
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device):
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Autocast of the forward passes (default: the precision the run trained in).")
+def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, precision):
     """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints val metrics."""
     from workbench.data.spec import DatasetSpec
     from workbench.metrics.scoring import score_predictions
     from workbench.predict import PredictConfig, compare_tta as compare, predict_run
-    config = PredictConfig(run, data_path, split, device, batch_size, tta)
+    config = PredictConfig(run, data_path, split, device, batch_size, tta, precision=precision)
     if compare_tta:
         rows = compare(config)
         click.echo(format_table(rows, "view"))
@@ -506,6 +513,8 @@ _python_showwarning = warnings.showwarning
 def run():
     """Entry point turning workbench errors into one-line messages and exit code 1."""
     warnings.showwarning = show_warning
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 prints; the others only their errors
+        sys.stdout = open(os.devnull, "w")
     try:
         main(standalone_mode=False)
     except WorkbenchError as e:

@@ -69,7 +69,8 @@ def save_weights(model: torch.nn.Module | dict, path: Path) -> None:
 
 
 def load_model(run: Run, device: torch.device) -> MultiTaskModel:
-    """Rebuild the run's model and load its weights (no pretrained file needed: the weights are all here)."""
+    """Rebuild the run's model and load its weights (no pretrained file needed: the weights are all here), in
+    the precision the run trained in."""
     config = run.model_config()
     model = MultiTaskModel(ModelConfig(**{**config.__dict__, "pretrained": None}))
     try:
@@ -80,4 +81,5 @@ def load_model(run: Run, device: torch.device) -> MultiTaskModel:
     if missing or unexpected:
         raise RunError(f"{run.weights}: weights do not fit the model "
                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device).eval()
+    # the autocast the run trained in (run.json; fp32 before precisions existed); wb predict may choose another
+    return model.to(device).eval().set_precision(run.info.extra.get("precision", "fp32"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from workbench.data.spec import DatasetSpec
+from workbench.dist import Dist
 from workbench.distill.config import DistillConfig, DistillError, PSEUDO_DIR
 from workbench.distill.guard import guard_against_test
 from workbench.distill.pseudo_labels import f1_threshold, teacher_predictions, write_pseudo_dataset
@@ -43,8 +44,11 @@ def distill(config: DistillConfig, progress: bool = True) -> tuple[Path, Path]:
             "warnings": warnings, "allow_test": config.allow_test,
             "teacher_runs": sorted({Path(m.run).name for m in members}),
             "teacher_tasks": {m.ref: list(member_tasks(m)) for m in members}}
-    pseudo = write_pseudo_dataset(Path(config.runs_dir) / PSEUDO_DIR / config.name, spec, preds, unlabeled,
-                                  threshold, config.seg_confidence, meta)
+    folder = Path(config.runs_dir) / PSEUDO_DIR / config.name
+    dist = Dist.from_env(config.device)  # under torchrun: rank 0 writes the pseudo data set, the others wait
+    pseudo = (write_pseudo_dataset(folder, spec, preds, unlabeled, threshold, config.seg_confidence, meta)
+              if dist.main else folder / "dataset.yaml")
+    dist.barrier()
     train_config = TrainConfig(**{"data": config.data, "name": config.name, "runs_dir": config.runs_dir,
                                   "device": config.device, **config.train, "recipe": "joint", "pseudo": str(pseudo)})
     run = train(train_config, overwrite=config.overwrite, progress=progress, kind="student", parents=meta["teacher_runs"], notes={"distill": {**meta, "pseudo": str(pseudo)}})

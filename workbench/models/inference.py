@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from workbench.data.loaders import ClsDataset, DetDataset, SegDataset, collate_det
@@ -26,8 +26,15 @@ from workbench.tta.views import View
 IDENTITY = (View(),)
 
 
-def _loader(dataset, batch_size: int, collate=None) -> DataLoader:
+def _loader(dataset, batch_size: int, collate=None, part: slice | None = None) -> DataLoader:
+    """The images of `dataset` in order (only those of `part`: one process's share of a split)."""
+    if part is not None:
+        dataset = Subset(dataset, range(len(dataset))[part])
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=collate)
+
+
+def _start(part: slice | None) -> int:
+    return part.start if part is not None else 0
 
 
 def _bar(loader, desc: str, progress: bool):
@@ -58,11 +65,11 @@ def run_views(model, images: torch.Tensor, views: Sequence[View], task: str) -> 
 
 @torch.no_grad()
 def predict_cls(model, dataset: ClsDataset, device: torch.device, batch_size: int = 64,
-                progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
-    """Class probabilities (softmax; crops averaged) of every image, one Predictions per view."""
+                progress: bool = False, views: Sequence[View] = IDENTITY, part: slice | None = None) -> list[Predictions]:
+    """Class probabilities (softmax; crops averaged) of every image (of `part`), one Predictions per view."""
     model.eval()
     per_view: list[list[torch.Tensor]] = [[] for _ in views]
-    for images, _ in _bar(_loader(dataset, batch_size), "predict cls", progress):
+    for images, _ in _bar(_loader(dataset, batch_size, part=part), "predict cls", progress):
         images = images.to(device).float() / 255.0
         for i, (v, out) in enumerate(zip(views, run_views(model, images, views, "cls"))):
             per_view[i].append(v.undo_cls(torch.softmax(out.float(), 1), len(images)).cpu())
@@ -70,21 +77,22 @@ def predict_cls(model, dataset: ClsDataset, device: torch.device, batch_size: in
     for chunks in per_view:
         preds = Predictions()
         probs = torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)
-        preds.cls = {s.name: p for s, p in zip(dataset.samples, probs)}
+        preds.cls = {s.name: p for s, p in zip(dataset.samples[part or slice(None)], probs)}
         result.append(preds)
     return result
 
 
 @torch.no_grad()
 def predict_det(model, dataset: DetDataset, category_ids: Sequence[int], device: torch.device,
-                batch_size: int = 16, progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
-    """Boxes of every image (normalised xyxy of the original image, COCO category ids), per view."""
+                batch_size: int = 16, progress: bool = False, views: Sequence[View] = IDENTITY,
+                part: slice | None = None) -> list[Predictions]:
+    """Boxes of every image (of `part`; normalised xyxy of the original image, COCO category ids), per view."""
     model.eval()
     cat = np.asarray(category_ids, np.int64)
     result = [Predictions() for _ in views]
     size = canvas_hw(dataset.size)
-    i = 0
-    for images, _, _ in _bar(_loader(dataset, batch_size, collate_det), "predict det", progress):
+    i = _start(part)
+    for images, _, _ in _bar(_loader(dataset, batch_size, collate_det, part), "predict det", progress):
         images = images.to(device).float() / 255.0
         decoded = [decode_detections(out) for out in run_views(model, images, views, "det")]
         for b in range(len(images)):
@@ -104,13 +112,13 @@ def predict_det(model, dataset: DetDataset, category_ids: Sequence[int], device:
 
 @torch.no_grad()
 def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: int = 8,
-                progress: bool = False, views: Sequence[View] = IDENTITY) -> list[Predictions]:
-    """Segmentation logits of every image, float16 at 1/4 of the original size, per view."""
+                progress: bool = False, views: Sequence[View] = IDENTITY, part: slice | None = None) -> list[Predictions]:
+    """Segmentation logits of every image (of `part`), float16 at 1/4 of the original size, per view."""
     model.eval()
     result = [Predictions() for _ in views]
     size = canvas_hw(dataset.size)
-    i = 0
-    for images, _ in _bar(_loader(dataset, batch_size), "predict seg", progress):
+    i = _start(part)
+    for images, _ in _bar(_loader(dataset, batch_size, part=part), "predict seg", progress):
         images = images.to(device).float() / 255.0
         outs = [v.undo_seg(out.float(), size) for v, out in zip(views, run_views(model, images, views, "seg"))]
         for b in range(len(images)):
@@ -126,12 +134,13 @@ def predict_seg(model, dataset: SegDataset, device: torch.device, batch_size: in
 
 
 def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torch.device, batch_size: int = 16,
-                progress: bool = False, views: dict[str, Sequence[View]] | None = None
-                ) -> tuple[dict[str, list[Predictions]], dict[str, float]]:
+                progress: bool = False, views: dict[str, Sequence[View]] | None = None,
+                parts: dict[str, slice] | None = None) -> tuple[dict[str, list[Predictions]], dict[str, float]]:
     """Predictions of each task in a split's datasets (some of {"cls", "det", "seg"}).
 
     Args:
         views: task -> its TTA views (default: identity only).
+        parts: task -> the slice of its images to predict (one process's share; default: all).
     Returns:
         (task -> one Predictions per view, seconds spent per task {"cls_s", "det_s", "seg_s"}).
     """
@@ -140,12 +149,13 @@ def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torc
     for task in [t for t in TASKS if t in datasets]:
         t = time.perf_counter()
         v = tuple(views.get(task, IDENTITY))
+        part = (parts or {}).get(task)
         if task == "cls":
-            out[task] = predict_cls(model, datasets["cls"], device, batch_size, progress, v)
+            out[task] = predict_cls(model, datasets["cls"], device, batch_size, progress, v, part)
         elif task == "det":
-            out[task] = predict_det(model, datasets["det"], category_ids, device, batch_size, progress, v)
+            out[task] = predict_det(model, datasets["det"], category_ids, device, batch_size, progress, v, part)
         else:
-            out[task] = predict_seg(model, datasets["seg"], device, batch_size, progress, v)
+            out[task] = predict_seg(model, datasets["seg"], device, batch_size, progress, v, part)
         timings[f"{task}_s"] = round(time.perf_counter() - t, 3)
     return out, timings
 

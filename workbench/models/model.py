@@ -56,6 +56,18 @@ class ModelConfig:
 
 
 NORM_STATS = ("shared", "task", "frozen")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """"auto" -> bf16 on a GPU that has it, else fp32 (CPU autocast in bf16 is slower than fp32 on CPUs
+    without AMX/AVX512-BF16 and changes results); anything else is checked and passed through."""
+    if name not in PRECISIONS:
+        raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    if name == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return name
 
 
 class TaskNormStats(nn.Module):
@@ -167,6 +179,7 @@ class MultiTaskModel(nn.Module):
         self._norms = [m for m in self.backbone.modules()
                        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self.norm_stats = config.norm_stats
+        self.precision = "fp32"  # forward under autocast in bf16 / fp16 (set_precision); outputs are float32
         self.task_stats = (nn.ModuleDict({t: TaskNormStats(self._norms) for t in TASKS})
                            if config.norm_stats == "task" else None)
         convs = config.head_convs
@@ -180,6 +193,7 @@ class MultiTaskModel(nn.Module):
         # channels-last convolutions: on this 2-core CPU a train step of lite0 at 256 px is 1.3x and
         # inference 1.5x faster than in NCHW (oneDNN); on a GPU it is what AMP's tensor cores want.
         self.to(memory_format=torch.channels_last)
+        self.train()  # a new module trains; frozen statistics keep the backbone's BatchNorm layers in eval (train)
 
     def forward(self, images: torch.Tensor, tasks: Sequence[str] = TASKS) -> dict:
         """Run the tasks asked.
@@ -192,6 +206,22 @@ class MultiTaskModel(nn.Module):
         """
         if self.task_stats is not None and len(tasks) > 1:  # each task's backbone pass with its own statistics
             return {k: v for t in TASKS if t in tasks for k, v in self.forward(images, (t,)).items()}
+        dtype = _AMP_DTYPES[self.precision]
+        if dtype is None:
+            return self._forward(images, tasks)
+        with torch.autocast(images.device.type, dtype=dtype):
+            out = self._forward(images, tasks)
+        # losses, decoding and blending see float32, whatever the precision of the layers
+        return {t: ({k: v.float() for k, v in o.items()} if isinstance(o, dict) else o.float()) for t, o in out.items()}
+
+    def set_precision(self, precision: str) -> "MultiTaskModel":
+        """Run the forward under autocast: "fp32" (none), "bf16" or "fp16" (resolve "auto" first)."""
+        if precision not in _AMP_DTYPES:
+            raise RunError(f"precision must be one of {', '.join(_AMP_DTYPES)}, got {precision!r}")
+        self.precision = precision
+        return self
+
+    def _forward(self, images: torch.Tensor, tasks: Sequence[str]) -> dict:
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)

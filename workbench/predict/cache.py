@@ -20,7 +20,8 @@ from workbench.errors import RunError
 from workbench.fuse import blend
 from workbench.io import atomic_dir
 from workbench.models.inference import merge_tasks, predict_all
-from workbench.models.model import resolve_device
+from workbench.dist import Dist
+from workbench.models.model import resolve_device, resolve_precision
 from workbench.records import Predictions
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import TASKS
@@ -43,6 +44,7 @@ class PredictConfig:
     tta: str = "none"
     route: tuple[tuple[str, str], ...] | None = None  # (task, patterns) pairs: hashable
     unlabeled: str | None = None  # another folder of unlabelled images than the data set's
+    precision: str | None = None  # autocast (auto, fp32, bf16, fp16); None: the one the run trained in (fp32 before)
 
 
 def data_fingerprint(samples: dict) -> str:
@@ -94,8 +96,10 @@ def prepare_request(config: PredictConfig):
                                                   cache_dir=cache_root(run.path.parent)).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
+    precision = resolve_precision(config.precision or run.info.extra.get("precision", "fp32"),
+                                  resolve_device(config.device))
     expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,
-                       data=data_fingerprint(samples))
+                       data=data_fingerprint(samples), precision=precision)
     return run, spec, tta, datasets, expect
 
 
@@ -116,10 +120,22 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     if cached is not None:
         return cached, folder, True
 
-    device = resolve_device(config.device)
-    model = load_model(run, device)
-    per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size, progress,
-                                    task_views(tta))
+    # under torchrun each rank predicts a contiguous share of every task's images; rank 0 joins the
+    # shares in rank order (the single process's image order) and writes the one cache entry
+    dist = Dist.from_env(config.device)
+    device = dist.device(resolve_device(config.device))
+    model = load_model(run, device).set_precision(expect.precision)
+    parts = {t: dist.split(len(ds)) for t, ds in datasets.items()} if dist.active else None
+    per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size,
+                                    progress and dist.main, task_views(tta), parts)
+    if dist.active:
+        shares = dist.gather((per_task, timings))
+        if not dist.main:
+            dist.barrier()  # rank 0 writes the entry; then every rank reads the same predictions
+            return load_cached(run, expect), folder, False
+        per_task = {t: [join_shares([s[0][t][v] for s in shares]) for v in range(len(views))]
+                    for t, views in per_task.items()}
+        timings = {k: max(s[1][k] for s in shares) for k in timings}  # the job's wall time per task
     preds = fuse_views(per_task)
     # what the cache holds, float16 logits, is what every caller sees: a fresh entry and a reused
     # one give the same masks to the last pixel
@@ -134,4 +150,18 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
                 device=str(device), timings=timings,
                 ms_per_image={t: round(1000 * timings[f"{t}_s"] / max(1, counts[t]), 2) for t in datasets},
                 ).write(tmp)
+    if dist.active:
+        dist.barrier()
     return preds, folder, False
+
+
+def join_shares(shares: list[Predictions]) -> Predictions:
+    """One Predictions of the ranks' shares of a split, in rank order (each share's own order kept)."""
+    out = Predictions()
+    for share in shares:
+        out.cls.update(share.cls)
+        out.det.update(share.det)
+        out.seg.update(share.seg)
+        for t in TASKS:
+            out.sizes[t].update(share.sizes[t])
+    return out

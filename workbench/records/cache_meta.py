@@ -15,7 +15,7 @@ from workbench.io import load_json, write_json
 # Bumped whenever what an entry holds changes meaning (decoding, view geometry, storage).
 CACHE_VERSION = 2
 FILE = "meta.json"
-IDENTITY = ("checkpoint", "split", "tta", "data", "cache_version")
+IDENTITY = ("checkpoint", "split", "tta", "data", "cache_version", "precision")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class CacheMeta:
     device: str = ""
     timings: dict = field(default_factory=dict)
     ms_per_image: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the autocast of the forward passes (fp32, bf16, fp16)
 
     def identity(self) -> tuple:
         """What must match for the entry to be reused."""
@@ -67,6 +68,7 @@ class CacheMeta:
         """
         if not isinstance(d, dict):
             raise DataError(source, "meta.json is not an object")
+        d = {"precision": "fp32", **d}  # entries written before precisions existed were float32
         missing = [k for k in IDENTITY if k not in d]
         if missing:
             raise DataError(source, f"meta.json lacks {', '.join(missing)}")

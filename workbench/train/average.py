@@ -82,7 +82,8 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
                    img_size=run.info.img_size, backbone=run.info.backbone, parents=(run.id,), status="complete",
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    best={"epoch": None, "source": f"mean of top {top}", **{k: round(v, 5) for k, v in metrics.items()}},
-                   wall_time_s=0.0, averaged=[{"epoch": e["epoch"], "score": e["score"]} for e in chosen])
+                   wall_time_s=0.0, averaged=[{"epoch": e["epoch"], "score": e["score"]} for e in chosen],
+                   extra={"precision": model.precision})
     with atomic_dir(target) as tmp:
         save_weights(model, tmp / WEIGHTS)
         info.write(tmp)

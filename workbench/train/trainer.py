@@ -48,13 +48,14 @@ from tqdm import tqdm
 from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
+from workbench.dist import Dist
 from workbench.errors import RunError
 from workbench.io import atomic_path, write_text, write_yaml
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
 from workbench.models.heads import HEAD_CONVS
-from workbench.models.model import NORM_STATS, MultiTaskModel, resolve_device
+from workbench.models.model import NORM_STATS, PRECISIONS, MultiTaskModel, resolve_device, resolve_precision
 from workbench.records import METRICS, TASKS, Predictions
 from workbench.records.run_info import RunInfo
 from workbench.runs import RUNS_DIR, Run, save_weights
@@ -104,6 +105,9 @@ class TrainConfig:
     std: tuple[float, float, float] | None = None
     seed: int = 0
     device: str = "auto"
+    # autocast of the forward passes: "auto" = bf16 on a GPU that has it, else fp32 (models.model.resolve_precision);
+    # fp16 adds a dynamic loss scale (torch.amp.GradScaler). run.json records the one used.
+    precision: str = "auto"
     steps_per_epoch: int | None = None  # None: the largest task's batches (round-robin) or their sum
     budget: str | None = None  # training time, e.g. "15m": the step count fills it (see fit_budget)
     sampling: str = "round-robin"  # or proportional: one task a step, drawn by data set size
@@ -143,6 +147,8 @@ class TrainConfig:
             raise RunError(f"norm statistics must be one of {', '.join(NORM_STATS)}, got {self.norm_stats!r}")
         if self.norm_stats == "frozen" and not self.pretrained and not self.from_run:
             raise RunError("frozen norm statistics need --pretrained weights (a new backbone's statistics are 0 and 1)")
+        if self.precision not in PRECISIONS:
+            raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.head_convs not in HEAD_CONVS:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
         for task in TASKS:
@@ -267,30 +273,33 @@ def shared_parameters(model: MultiTaskModel) -> list[torch.nn.Parameter]:
     return [p for p in [*model.backbone.parameters(), *model.neck.parameters()] if p.requires_grad]
 
 
-def task_loss(model, task: str, batch, device, ignore_index: int, class_weights: dict) -> torch.Tensor:
-    """Loss of one task's batch."""
+def task_loss(model, task: str, batch, device, ignore_index: int, class_weights: dict,
+              count=lambda n: n) -> torch.Tensor:
+    """Loss of one task's batch; `count`: the loss normaliser's reduction (models.losses)."""
     if task == "det":
         images, boxes, labels = batch
         out = model(images.to(device), tasks=("det",))["det"]
-        return det_loss(out, [b.to(device) for b in boxes], [lab.to(device) for lab in labels])
+        return det_loss(out, [b.to(device) for b in boxes], [lab.to(device) for lab in labels], count=count)
     images, target = batch
     out = model(images.to(device), tasks=(task,))[task]
     weight = class_weights.get(task)
     if task == "cls":
-        return cls_loss(out, target.to(device), weight=weight)
-    return seg_loss(out, target.to(device), ignore_index, weight=weight)
+        return cls_loss(out, target.to(device), weight=weight, count=count)
+    return seg_loss(out, target.to(device), ignore_index, weight=weight, count=count)
 
 
-def pseudo_loss(model, task: str, batch, device, config: TrainConfig) -> torch.Tensor:
+def pseudo_loss(model, task: str, batch, device, config: TrainConfig, count=lambda n: n) -> torch.Tensor:
     """Loss of a pseudo-labelled batch: soft targets for cls (KD at `temperature`) and seg (soft
     cross-entropy over confident pixels), the teacher's boxes as hard labels for det."""
     if task == "det":
-        return task_loss(model, "det", batch, device, 255, {})
+        return task_loss(model, "det", batch, device, 255, {}, count)
     if task == "cls":
         images, probs = batch
-        return soft_cls_loss(model(images.to(device), tasks=("cls",))["cls"], probs.to(device), config.temperature)
+        return soft_cls_loss(model(images.to(device), tasks=("cls",))["cls"], probs.to(device), config.temperature,
+                             count=count)
     images, _, soft = batch
-    return soft_seg_loss(model(images.to(device), tasks=("seg",))["seg"], soft.to(device), config.seg_confidence)
+    return soft_seg_loss(model(images.to(device), tasks=("seg",))["seg"], soft.to(device), config.seg_confidence,
+                         count=count)
 
 
 def validate(model, val_sets: dict, spec: DatasetSpec, truth, tasks, device) -> dict[str, float]:
@@ -402,15 +411,21 @@ def build_ema(model: MultiTaskModel, config: TrainConfig) -> ModelEmaV3 | None:
 class Trainer:
     """One run's training loop, from scratch or from a checkpoint's state."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, parent: Run | None = None):
+    def __init__(self, config: TrainConfig, run_dir: Path, parent: Run | None = None, dist: Dist | None = None):
         from workbench.data.augment import parse_augment
         self.config, self.run_dir = config, run_dir
+        self.dist = dist or Dist.from_env(config.device)  # world size 1 without torchrun (workbench.dist)
         self.recipe = RECIPES[config.recipe]
         self.spec = DatasetSpec(config.data)
-        self.device = resolve_device(config.device)
+        self.device = self.dist.device(resolve_device(config.device))
         self.tasks = tuple(t for t in TASKS if t in config.tasks)
         torch.manual_seed(config.seed)  # a new model's initial weights
         self.model = self.recipe.build_model(self.spec, config, parent, self.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.model.set_precision(self.precision)
+        # fp16: losses scaled up before backward so that small gradients survive, divided back before the step
+        # (a step whose gradients overflowed is skipped and the scale lowered); bf16 and fp32 need none
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         augment = parse_augment(config.augment)
         cache = cache_root(config.runs_dir) if config.cache_images else None
         self.train_sets = build_datasets(self.spec, "train", config.img_size, train=True, augment=augment,
@@ -420,11 +435,17 @@ class Trainer:
         self.streams = build_streams(self.spec, self.train_sets, config, self.tasks)
         self.class_weights = build_class_weights(self.spec, self.train_sets, config, self.tasks, self.device)
         self.pseudo_sets = build_pseudo_sets(self.spec, config, self.tasks, augment, cache)
+        if not self.dist.main:
+            self.dist.barrier()  # rank 0 builds the image caches; the others then open them
         self.image_caches = {f"{split}/{t}": c for split, sets in (("train", self.train_sets), ("val", self.val_sets),
                                                                      ("pseudo", self.pseudo_sets))
                              for t, ds in sets.items() if (c := ds.prepare()) is not None}
+        if self.dist.main:
+            self.dist.barrier()
         self.pseudo_streams = build_pseudo_streams(self.pseudo_sets, config)
         self.sizes = {t: len(self.train_sets[t]) for t in self.tasks}
+        for t in self.tasks:  # each rank takes an equal slice of every global batch (workbench.dist)
+            self.dist.share(min(config.batch_size[t], self.sizes[t]), f"--batch-size {t}")
         self.steps = count_steps(config, self.streams)
         self.total = self.steps * config.epochs
         self.balancer = make_balancer(config.balance, self.tasks, config.loss_weights, config.balance_ratio).to(self.device)
@@ -438,6 +459,7 @@ class Trainer:
         self.clock = _clock  # what a budget is measured with
         self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
         self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
+        self._loss_scale = 1.0  # fp16's current loss scale during a step
         self._start_progress()
 
     def _start_progress(self) -> None:
@@ -460,6 +482,7 @@ class Trainer:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "balancer": self.balancer.state_dict(), "balancer_extra": self.balancer.extra_state(),
+                "scaler": self.scaler.state_dict(),
                 "streams": {t: s.state() for t, s in self.streams.items()},
                 "pseudo_streams": {t: s.state() for t, s in self.pseudo_streams.items()},
                 "progress": {"step": self.step, "epoch": self.epoch, "epoch_step": self.epoch_step,
@@ -477,6 +500,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.balancer.load_state_dict(state["balancer"])
         self.balancer.load_extra_state(state["balancer_extra"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         for t, s in state["streams"].items():
             self.streams[t].load_state(s)
         for t, s in state.get("pseudo_streams", {}).items():
@@ -517,7 +542,11 @@ class Trainer:
             for k, (pseudo, indices) in enumerate(batches):
                 gen = torch.Generator().manual_seed(_seed(self.config.seed, "augment", plan.step, task, k))
                 ds = (self.pseudo_sets if pseudo else self.train_sets)[task]
-                out[task].append(make_batch(ds, indices, collate_det if task == "det" else None, gen))
+                batch = make_batch(ds, indices, collate_det if task == "det" else None, gen)
+                # several processes: each builds the global batch (the same augmentation draws as one
+                # process) and takes its slice of it (tensors and per-image lists alike)
+                share = self.dist.share(len(indices), f"{task} batch")
+                out[task].append(batch if not self.dist.active else tuple(x[share] for x in batch))
         return out
 
     def _step_batches(self, prefetch_next: bool) -> tuple[StepPlan, dict[str, list]]:
@@ -541,7 +570,9 @@ class Trainer:
         its task's norm first; the common norm is applied once all tasks are in). `norms`: task -> norm.
         """
         present = [p.grad for p in self.shared if p.grad is not None]
-        norms[task] = float(torch.nn.utils.get_total_norm(present)) if present else 0.0
+        # fp16: the gradients carry the loss scale S until the optimizer step; the norms are the true ones, so
+        # dividing by them (task clipping) leaves S on every term, which the scaler's unscale_ takes off
+        norms[task] = float(torch.nn.utils.get_total_norm(present)) / self._loss_scale if present else 0.0
         if self.balancer.uses_gradients:
             flat[task] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
                                     for p in self.shared])
@@ -565,7 +596,7 @@ class Trainer:
         reached keeps None: AdamW leaves it alone)."""
         config = self.config
         if flat:
-            grads = clip_task_gradients(flat, config.clip_norm) if config.clip == "task" else flat
+            grads = clip_task_gradients(flat, config.clip_norm * self._loss_scale) if config.clip == "task" else flat
             combined = self.balancer.combine(grads)
             offset = 0
             for p, used in zip(self.shared, summed):
@@ -582,6 +613,16 @@ class Trainer:
         for p, g in zip(self.shared, summed):
             p.grad = g
 
+    def _global(self, loss: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(what the balancer weights, the global batch's loss as a float). In one process: the loss. With
+        several: the value of the global batch's loss (the ranks' shares summed) and the gradient of this
+        rank's share, so that balancers see the global loss and the ranks' summed gradients are the
+        global batch's; the balancer's own parameters then get the same gradient on every rank."""
+        if not self.dist.active:
+            return loss, loss.item()
+        total = self.dist.count(loss)
+        return loss + (total - loss.detach()), total.item()
+
     def train_step(self, prefetch_next: bool = False) -> dict:
         """One optimizer step; returns its row for steps.csv.
 
@@ -591,22 +632,27 @@ class Trainer:
         """
         config = self.config
         seed_step(config.seed, self.step)
+        self._loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         plan, batches = self._step_batches(prefetch_next)
         self.optimizer.zero_grad(set_to_none=True)
         losses, pseudo_losses, norms, flat = {}, {}, {}, {}
         summed: list = [None] * len(self.shared)  # per shared parameter: the tasks' gradients, summed
+        count = self.dist.count
         for task, task_batches in batches.items():
             for (pseudo, _), batch in zip(plan.batches[task], task_batches):
                 if pseudo:
-                    ploss = pseudo_loss(self.model, task, batch, self.device, config)
-                    (self.balancer(task, ploss * config.pseudo_weight) / config.accum).backward()
-                    pseudo_losses[task] = pseudo_losses.get(task, 0.0) + ploss.item() / config.accum
+                    ploss, value = self._global(pseudo_loss(self.model, task, batch, self.device, config, count))
+                    self.scaler.scale(self.balancer(task, ploss * config.pseudo_weight) / config.accum).backward()
+                    pseudo_losses[task] = pseudo_losses.get(task, 0.0) + value / config.accum
                     continue
-                loss = task_loss(self.model, task, batch, self.device, self.spec.ignore_index, self.class_weights)
-                if not torch.isfinite(loss):
-                    raise RunError(f"{self.run_dir}: {task} loss is {loss.item()} at step {self.step}; lower --lr")
-                (self.balancer(task, loss) / config.accum).backward()
-                losses[task] = losses.get(task, 0.0) + loss.item() / config.accum
+                loss, value = self._global(task_loss(self.model, task, batch, self.device, self.spec.ignore_index,
+                                                     self.class_weights, count))
+                if not math.isfinite(value):
+                    raise RunError(f"{self.run_dir}: {task} loss is {value} at step {self.step}; lower --lr")
+                self.scaler.scale(self.balancer(task, loss) / config.accum).backward()
+                losses[task] = losses.get(task, 0.0) + value / config.accum
+            if self.dist.active:  # the global batch's gradient of this task: backbone, neck and its head
+                self.dist.sum_([p.grad for p in [*self.shared, *self.model.task_parameters(task)] if p.grad is not None])
             if self.shared:
                 self._take_gradient(task, summed, flat, norms)
         row = {"step": self.step, "epoch": self.epoch + 1, "lr": self.scheduler.get_last_lr()[0]}
@@ -618,10 +664,13 @@ class Trainer:
                 row[f"pseudo_{t}"] = round(pseudo_losses[t], 6) if t in pseudo_losses else None
         if norms:
             self._set_shared_gradient(summed, flat, norms)
+        if plan.batches:
+            self.scaler.unscale_(self.optimizer)  # fp16: the true gradients from here on (a no-op otherwise)
         if config.clip == "global":
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], config.clip_norm)
         if plan.batches:
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: skipped when a gradient overflowed
+            self.scaler.update()
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
         self.scheduler.step()
@@ -637,9 +686,33 @@ class Trainer:
 
     # --- epochs --------------------------------------------------------------------------------
     def end_epoch(self, t_start: float, progress: bool) -> None:
-        """Validate (raw and EMA), keep the best weights and top-k checkpoints, write the logs."""
+        """Validate (raw and EMA), keep the best weights and top-k checkpoints, write the logs (rank 0 of
+        several processes; every rank first averages the BatchNorm running statistics)."""
         epoch = self.epoch + 1
         t_end = self.clock()
+        self.dist.mean_([b for m in (self.model, self.ema.module if self.ema else None) if m is not None
+                         for b in m.buffers() if b.is_floating_point()])
+        metrics, row = self._keep_epoch(epoch, t_start) if self.dist.main else (None, None)
+        self.epoch += 1
+        self.epoch_step = 0
+        self.sums = {}
+        if self.budget is not None:  # this epoch end's cost so far + the writing after it (the last one's)
+            self.budget["end_s"] = round(self.clock() - t_end + self._tail_s, 2)
+            self.refit_budget()
+        if not self.dist.main:
+            return
+        t_tail = self.clock()
+        self.write_logs()
+        plot_training_curves(self.run_dir)
+        self.write_info("running")
+        self.save_state()
+        self._tail_s = self.clock() - t_tail
+        if progress:
+            tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                       + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else ""))
+
+    def _keep_epoch(self, epoch: int, t_start: float) -> tuple[dict, dict]:
+        """Validate the epoch's weights (raw and EMA), keep the best and the top-k checkpoints; (metrics, row)."""
         metrics = validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
         row = {"epoch": epoch}
         for t in self.tasks:
@@ -670,21 +743,7 @@ class Trainer:
         self.rows.append(row)
         self._keep_checkpoint(epoch, metrics["score"])
         self.recipe.finish_epoch(self)
-        self.epoch += 1
-        self.epoch_step = 0
-        self.sums = {}
-        if self.budget is not None:  # this epoch end's cost so far + the writing after it (the last one's)
-            self.budget["end_s"] = round(self.clock() - t_end + self._tail_s, 2)
-            self.refit_budget()
-        t_tail = self.clock()
-        self.write_logs()
-        plot_training_curves(self.run_dir)
-        self.write_info("running")
-        self.save_state()
-        self._tail_s = self.clock() - t_tail
-        if progress:
-            tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                       + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else ""))
+        return metrics, row
 
     def _keep_checkpoint(self, epoch: int, value: float) -> None:
         folder = self.run_dir / "checkpoints"
@@ -719,15 +778,32 @@ class Trainer:
         info.write(self.run_dir)
 
     def run(self, progress: bool = True) -> Path:
-        """Train to the last epoch. Ctrl-C marks the run "interrupted" (resume it from its last checkpoint)."""
+        """Train to the last epoch. Ctrl-C marks the run "interrupted" (resume it from its last checkpoint).
+        Of several processes, rank 0 alone prints; a failure of any (its own error, or a collective that
+        lost a rank that died) ends each with one line saying how to resume."""
+        progress = progress and self.dist.main
         if progress:
             for key, cache in self.image_caches.items():
                 tqdm.write(f"image cache {key}: {cache.describe()}")
         try:
             return self._run(progress)
         except KeyboardInterrupt:
-            self.write_info("interrupted")
+            if self.dist.main:
+                self.write_info("interrupted")
             raise
+        except RunError:  # the same on every rank (a non-finite global loss): its own message
+            if self.dist.active and self.dist.main:
+                self.write_info("interrupted")
+            raise
+        except Exception as e:
+            if not self.dist.active:
+                raise
+            if self.dist.main:
+                self.write_info("interrupted")
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise RunError(f"{self.run_dir}: rank {self.dist.rank} of {self.dist.world} stopped at step {self.step} "
+                           f"({type(e).__name__}: {first}); resume from the last checkpoint with "
+                           f"`wb train --resume {self.run_dir}` (any number of processes)") from None
         finally:
             self.close()
 
@@ -760,8 +836,9 @@ class Trainer:
             self.step_rows.append(self.train_step(prefetch_next=k < CALIBRATION_STEPS - 1))
         step_s = (self.clock() - t_steps) / (CALIBRATION_STEPS - 1)
         t_val = self.clock()
-        validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
-        val_s = (self.clock() - t_val) * (2 if self.ema is not None else 1)
+        if self.dist.main:  # several processes: rank 0 validates, and its timings set every rank's counts
+            validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
+        step_s, val_s = self.dist.broadcast((step_s, (self.clock() - t_val) * (2 if self.ema is not None else 1)))
         self.recipe.set_train_mode(self.model)
         elapsed = self.clock() - t_start
         self.steps = budget_steps(budget_s, elapsed, self.step, step_s, val_s, config.epochs)
@@ -769,6 +846,7 @@ class Trainer:
         self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
                        "val_s": round(val_s, 2), "steps_per_epoch": self.steps, "steps": self.total,
                        "spent_s": elapsed, "end_s": round(val_s, 2)}
+        self.steps, self.total, self.budget = self.dist.broadcast((self.steps, self.total, self.budget))
         self.step_times.extend([step_s] * (CALIBRATION_STEPS - 1))
         self._budget_mark = self.clock()
         self.wall += time.time() - wall0
@@ -797,6 +875,7 @@ class Trainer:
         self.steps = max(1, self.epoch_step, math.ceil((self.epoch_step + steps_left) / left))
         self.total = self.step - self.epoch_step + self.steps * left
         b.update(steps_per_epoch=self.steps, steps=self.total, s_per_step_all_in=round(b["spent_s"] / self.step, 4))
+        self.steps, self.total, self.budget = self.dist.broadcast((self.steps, self.total, b))  # rank 0's counts
 
     def _run(self, progress: bool) -> Path:
         config = self.config
@@ -823,10 +902,12 @@ class Trainer:
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.epoch_step < self.steps:
                     self.wall += time.time() - t_start
                     t_start = time.time()
-                    self.save_state()
+                    if self.dist.main:
+                        self.save_state()
             bar.close()
             self.end_epoch(t_start, progress)
-        self.write_info("complete")
+        if self.dist.main:
+            self.write_info("complete")
         return self.run_dir
 
 
@@ -861,14 +942,30 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
     parent = recipe.open_parent(config)
     config = recipe.inherit(config, parent)
     spec = DatasetSpec(config.data)
-    run_dir = make_run_dir(config, overwrite)
-    write_yaml(run_dir / "config.yaml", config.to_yaml_dict())
-    trainer = Trainer(config, run_dir, parent)
+    dist = Dist.from_env(config.device)
+    # several processes (torchrun): rank 0 makes the run folder and writes everything in it
+    made = None
+    if dist.main:
+        try:
+            made = make_run_dir(config, overwrite)
+        except RunError as e:
+            made = e.args[0] if e.args else str(e)
+    made = dist.broadcast(made)
+    if isinstance(made, str):  # rank 0 refused: every rank stops with its reason
+        raise RunError(made)
+    run_dir = made
+    if dist.main:
+        write_yaml(run_dir / "config.yaml", config.to_yaml_dict())
+    trainer = Trainer(config, run_dir, parent, dist)
+    if not dist.main:
+        return trainer.run(progress)
     RunInfo(run_id=run_dir.name, kind=kind or config.recipe,
             parents=tuple(parents if parents is not None else ([parent.id] if parent else [])),
             backbone=config.backbone, tasks=tuple(trainer.tasks), data=str(spec.path), status="running",
             model=trainer.model.config.to_dict(), img_size=dict(config.img_size),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), extra={**(notes or {}), **trainer.cache_notes()}).write(run_dir)
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            extra={**(notes or {}), **trainer.cache_notes(), "precision": trainer.precision,
+                   **({"world_size": dist.world} if dist.active else {})}).write(run_dir)
     return trainer.run(progress)
 
 
