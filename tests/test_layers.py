@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = [
     ["errors", "allocator"],
-    ["io"],
+    ["io", "dist"],  # files written atomically; the processes of a torchrun job
     ["records"],  # the ground floor: typed records and the task vocabulary
     ["data", "metrics", "tta", "fuse"],  # core that knows no model
     ["models", "formats"],  # core on top of it
@@ -22,6 +22,7 @@ LAYERS = [
     ["ensemble"],
     ["submit", "distill", "report"],
     ["cli"],
+    ["__main__"],  # python -m workbench (torchrun's entry)
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
