@@ -1,4 +1,4 @@
-"""Run by tests/dist/test_torchrun.py, as one process or under torchrun: a few joint train steps of the
+"""Run by tests/distributed/test_torchrun.py, as one process or under torchrun: a few joint train steps of the
 tiny set; rank 0 saves the weights and the step rows. Not a test module itself.
 
     python steps_script.py DATA RUNS PRETRAINED OUT STEPS [skip-allreduce]
