@@ -199,6 +199,19 @@ def equal_budget(plain: dict, singles: dict, joint: str, headft: str, data: str,
     return equal_budget_table(rows, [0], data, n_boot)
 
 
+def several_processes(b: Bench, data: str, pretrained: str, out: str = "bench/TORCHRUN.md") -> list[str]:
+    """Joint training images/s at world size 1 and 2 under torchrun (bench/torchrun_speed.py, fresh
+    processes, one launch each); the table lines of its report."""
+    cmd = [sys.executable, "bench/torchrun_speed.py", "--data", data, "--pretrained", pretrained, "--repeats", "1",
+           "--out", out]
+    print(f"\n[bench] torchrun: {' '.join(cmd)}", flush=True)
+    code, _, seconds, rss = run_measured(cmd)
+    if code:
+        raise SystemExit("bench: stage 'torchrun' failed")
+    b.commands.append(("torchrun", "python " + " ".join(cmd[1:]), seconds, False, rss))
+    return [ln for ln in Path(out).read_text().splitlines() if ln.startswith("|")]
+
+
 def fmt(value, digits: int = 4) -> str:
     return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
@@ -430,6 +443,7 @@ def main(argv=None) -> None:
         raise SystemExit("bench: stage 'throughput' failed")
     b.commands.append(("throughput", "python " + " ".join(tp_cmd[1:]), tp_s, False, tp_rss))
     tp_table = [ln for ln in Path("bench/THROUGHPUT.md").read_text().splitlines() if ln.startswith("|")]
+    several = several_processes(b, data, weights(0)[3])
     tp = read_json(Path("bench/THROUGHPUT.json"))
     step_over = tp["median_s"][tp["default_cpu"]] / tp["median_s"][tp["bare"]] - 1
     search_info = (EnsembleSpec.load(spec_path).info or {}).get("search", {})
@@ -472,6 +486,9 @@ def main(argv=None) -> None:
              "three in bench/EQUAL_BUDGET.md.", "", *equal, "",
              "## Performance", "", *perf, "",
              "## Throughput goals (issue 15)", "", *goals, "", "Training step, ms (bench/THROUGHPUT.md):", "", *tp_table, "",
+             "## Several processes (issue 17)", "",
+             "Joint lite0 training under torchrun (gloo) on this machine's cores, the same global batches "
+             "(bench/torchrun_speed.py; correctness: tests/distributed/test_torchrun.py):", "", *several, "",
              "## Distillation", "", *distil, "",
              "## The searched ensemble (`wb ensemble search`)", "", "```", search_out.strip(), "```", "",
              "## Members against the best one on val (`wb ensemble compare`, paired bootstrap)", "", "```",

@@ -7,8 +7,8 @@ Each world size runs in fresh processes started by torchrun (`--worker`), with t
 shared out (`OMP_NUM_THREADS` = cores / world size), alternating over `--repeats`; the same global
 batches (cls 32, det 8, seg 8: 48 images a step) at the make-bench sizes. A step's time is rank 0's,
 after `--warmup` steps. Correctness is tests/distributed/test_torchrun.py's job; this is the speed on this
-machine kind, for the record (both world sizes share the same cores; one thread per process
-avoids the poor 1-to-2-thread scaling of these small convolutions).
+machine kind, for the record (both world sizes share the same two cores; launches vary by 10-20%,
+so compare medians of several repeats).
 """
 from __future__ import annotations
 
