@@ -199,16 +199,15 @@ def equal_budget(plain: dict, singles: dict, joint: str, headft: str, data: str,
     return equal_budget_table(rows, [0], data, n_boot)
 
 
-def several_processes(b: Bench, data: str, pretrained: str, out: str = "bench/TORCHRUN.md") -> list[str]:
-    """Joint training images/s at world size 1 and 2 under torchrun (bench/torchrun_speed.py, fresh
-    processes, one launch each); the table lines of its report."""
-    cmd = [sys.executable, "bench/torchrun_speed.py", "--data", data, "--pretrained", pretrained, "--repeats", "1",
-           "--out", out]
-    print(f"\n[bench] torchrun: {' '.join(cmd)}", flush=True)
+def script_stage(b: Bench, stage: str, script: str, args: list[str], out: str) -> list[str]:
+    """Run a focused benchmark script (fresh processes of its own) that writes the report `out`; the
+    table lines of that report."""
+    cmd = [sys.executable, script, *args, "--out", out]
+    print(f"\n[bench] {stage}: {' '.join(cmd)}", flush=True)
     code, _, seconds, rss = run_measured(cmd)
     if code:
-        raise SystemExit("bench: stage 'torchrun' failed")
-    b.commands.append(("torchrun", "python " + " ".join(cmd[1:]), seconds, False, rss))
+        raise SystemExit(f"bench: stage '{stage}' failed")
+    b.commands.append((stage, "python " + " ".join(cmd[1:]), seconds, False, rss))
     return [ln for ln in Path(out).read_text().splitlines() if ln.startswith("|")]
 
 
@@ -435,15 +434,11 @@ def main(argv=None) -> None:
     ]
 
     # the training step against bare timm, each setting in fresh processes (bench/throughput.py)
-    tp_cmd = [sys.executable, "bench/throughput.py", "--data", data, "--pretrained", weights(0)[3], "--repeats", "3",
-              "--out", "bench/THROUGHPUT.md"]
-    print(f"\n[bench] throughput: {' '.join(tp_cmd)}", flush=True)
-    code, _, tp_s, tp_rss = run_measured(tp_cmd)
-    if code:
-        raise SystemExit("bench: stage 'throughput' failed")
-    b.commands.append(("throughput", "python " + " ".join(tp_cmd[1:]), tp_s, False, tp_rss))
-    tp_table = [ln for ln in Path("bench/THROUGHPUT.md").read_text().splitlines() if ln.startswith("|")]
-    several = several_processes(b, data, weights(0)[3])
+    tp_table = script_stage(b, "throughput", "bench/throughput.py",
+                            ["--data", data, "--pretrained", weights(0)[3], "--repeats", "3"], "bench/THROUGHPUT.md")
+    # joint training images/s at world size 1 and 2 under torchrun, one launch each (bench/torchrun_speed.py)
+    several = script_stage(b, "torchrun", "bench/torchrun_speed.py",
+                           ["--data", data, "--pretrained", weights(0)[3], "--repeats", "1"], "bench/TORCHRUN.md")
     tp = read_json(Path("bench/THROUGHPUT.json"))
     step_over = tp["median_s"][tp["default_cpu"]] / tp["median_s"][tp["bare"]] - 1
     search_info = (EnsembleSpec.load(spec_path).info or {}).get("search", {})

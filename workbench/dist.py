@@ -139,5 +139,3 @@ class Dist:
         per = -(-n // self.world)
         return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
 
-
-SINGLE = Dist()

@@ -39,6 +39,11 @@ class Run:
         """The tasks the run was trained for (a single-task run serves only its own)."""
         return self.info.tasks
 
+    @property
+    def precision(self) -> str:
+        """The autocast the run trained in (run.json; fp32 for runs made before precisions existed)."""
+        return self.info.extra.get("precision", "fp32")
+
     def checkpoint_hash(self) -> str:
         """sha256 of the weights file: what a prediction cache entry is tied to."""
         return hash_file(self.weights)
@@ -81,5 +86,4 @@ def load_model(run: Run, device: torch.device) -> MultiTaskModel:
     if missing or unexpected:
         raise RunError(f"{run.weights}: weights do not fit the model "
                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    # the autocast the run trained in (run.json; fp32 before precisions existed); wb predict may choose another
-    return model.to(device).eval().set_precision(run.info.extra.get("precision", "fp32"))
+    return model.to(device).eval().set_precision(run.precision)  # wb predict may choose another

@@ -96,7 +96,7 @@ def prepare_request(config: PredictConfig):
                                                   cache_dir=cache_root(run.path.parent)).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
-    precision = resolve_precision(config.precision or run.info.extra.get("precision", "fp32"),
+    precision = resolve_precision(config.precision or run.precision,
                                   resolve_device(config.device))
     expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,
                        data=data_fingerprint(samples), precision=precision)
