@@ -6,7 +6,7 @@
 #              on 2 CPU cores; writes bench/REPORT.md and bench/report.html. Reuses finished runs.
 PYTHON ?= python3
 VENV := .venv
-WB := $(VENV)/bin/wb
+WB := $(VENV)/bin/mtwb
 SYNTH := data/synth
 DATA := $(SYNTH)/dataset.yaml
 # Each run trains EPOCHS epochs; sizes per task (multiples of 32).
@@ -21,9 +21,9 @@ TRAIN = $(WB) train joint --data $(DATA) --epochs $(EPOCHS) --img-size $(SIZES) 
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $@
 
 data: $(DATA)

@@ -4,7 +4,7 @@
         --common "train joint --backbone efficientnet_lite0 --pretrained W --norm 0.5,0.5 --epochs 4" \\
         --variant shared= --variant "task=--norm-stats task" --out bench/NORM_STATS.md
 
-Every (variant, seed) is one `wb <common> <variant args> --seed S --budget B` run, named
+Every (variant, seed) is one `mtwb <common> <variant args> --seed S --budget B` run, named
 <prefix>-<variant>-s<seed> and reused while its command is unchanged. Each run is predicted on val
 (the prediction cache is reused) and scored; the report gives every seed's val metrics, each
 variant's mean and range over seeds, and the difference of each variant's seed-mean from the first
@@ -38,8 +38,8 @@ from workbench.records.run_info import FILE as RUN_FILE, RunInfo  # noqa: E402
 COMMAND_FILE = "bench_command.txt"
 
 
-def train(wb: str, argv: list[str], runs_dir: Path, name: str) -> tuple[RunInfo, float | None]:
-    """Run `wb argv --name name --overwrite` unless a complete run of that name was made by the same
+def train(cli: str, argv: list[str], runs_dir: Path, name: str) -> tuple[RunInfo, float | None]:
+    """Run `mtwb argv --name name --overwrite` unless a complete run of that name was made by the same
     command; (its run.json, seconds if trained now)."""
     full = [*argv, "--name", name, "--overwrite"]
     run = runs_dir / name
@@ -48,9 +48,9 @@ def train(wb: str, argv: list[str], runs_dir: Path, name: str) -> tuple[RunInfo,
             and done.read_text() == " ".join(full):
         print(f"[quality] reusing {run}", flush=True)
         return RunInfo.read(run), None
-    print(f"[quality] wb {' '.join(shlex.quote(a) for a in full)}", flush=True)
+    print(f"[quality] mtwb {' '.join(shlex.quote(a) for a in full)}", flush=True)
     t0 = time.time()
-    subprocess.run([wb, *full], check=True)
+    subprocess.run([cli, *full], check=True)
     done.write_text(" ".join(full))
     return RunInfo.read(run), time.time() - t0
 
@@ -105,7 +105,7 @@ def cell(value: float) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/traffic/dataset.yaml")
-    parser.add_argument("--common", required=True, help="wb arguments every run shares (quoted)")
+    parser.add_argument("--common", required=True, help="mtwb arguments every run shares (quoted)")
     parser.add_argument("--variant", action="append", required=True, help="NAME=ARGS; the first is the reference")
     parser.add_argument("--reference", help="NAME=FOLDER with {seed}: bench/plain.py outputs, one per seed, put "
                                             "first (the reference of every difference)")
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    wb = str(Path(sys.executable).with_name("wb"))
+    cli = str(Path(sys.executable).with_name("mtwb"))
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [(v.split("=", 1)[0], shlex.split(v.split("=", 1)[1])) for v in args.variant]
     common = shlex.split(args.common)
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     for seed in seeds:  # seed-major: an interrupted bench has every variant of the first seeds
         for name, extra in variants:
             run_name = f"{args.prefix}-{name}-s{seed}"
-            info, _ = train(wb, [*common, *extra, "--data", args.data, "--seed", str(seed), "--budget", args.budget],
+            info, _ = train(cli, [*common, *extra, "--data", args.data, "--seed", str(seed), "--budget", args.budget],
                             Path(args.runs_dir), run_name)
             runs.setdefault(name, []).append(str(Path(args.runs_dir) / run_name))
             seconds.setdefault(name, []).append(info.wall_time_s or 0.0)
@@ -150,7 +150,7 @@ def main(argv=None) -> None:
     lines = header("Recipe variants at an equal budget", "python bench/quality.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
     lines += ["", f"Budget {args.budget} per run (`--budget`), seeds {args.seeds}; val only. Common: "
-                  f"`wb {args.common}`.", "", "| variant | seed | " + " | ".join(h for _, h in cols)
+                  f"`mtwb {args.common}`.", "", "| variant | seed | " + " | ".join(h for _, h in cols)
               + " | train s |", "|---" * (len(cols) + 3) + "|"]
     for v, (name, extra) in enumerate(variants):
         for j, seed in enumerate(seeds):

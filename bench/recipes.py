@@ -92,9 +92,9 @@ def main(argv=None) -> None:
     t_all = time.time()
     runs: list[tuple[str, str, dict]] = []
     for task in TASKS:
-        runs.append((f"single {task}", f"`wb train single --task {task}`",
+        runs.append((f"single {task}", f"`mtwb train single --task {task}`",
                      run_or_reuse(TrainConfig(**base, recipe="single", tasks=(task,), name=f"{args.prefix}-single-{task}"))))
-    variants = [("joint, equal weights", "equal", "`wb train joint`", {}),
+    variants = [("joint, equal weights", "equal", "`mtwb train joint`", {}),
                 ("joint + magnitude normalisation", "magnitude", "`--balance magnitude --balance-ratio 10`",
                  {"balance": "magnitude"}),
                 ("joint + task-level clipping", "taskclip", "`--clip task --clip-norm 1`", {"clip": "task", "clip_norm": 1.0})]
@@ -102,7 +102,7 @@ def main(argv=None) -> None:
         runs.append((label, how, run_or_reuse(TrainConfig(**base, name=f"{args.prefix}-joint-{slug}", **extra))))
     joints = [r for r in runs if r[0].startswith("joint")]
     best_joint = max(joints, key=lambda r: r[2].best["score"])
-    runs.append((f"headft from {best_joint[2].run_id}", f"`wb train headft --from {best_joint[2].run_id}`",
+    runs.append((f"headft from {best_joint[2].run_id}", f"`mtwb train headft --from {best_joint[2].run_id}`",
                  run_or_reuse(TrainConfig(data=args.data, recipe="headft", from_run=best_joint[2].run_id,
                                           epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
                                           runs_dir=args.runs_dir, name=f"{args.prefix}-headft"))))

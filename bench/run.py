@@ -2,11 +2,11 @@
 
     python bench/run.py --data ../shared/data/traffic/dataset.yaml --weights ../shared/weights
 
-Stages, each a `wb` command (printed, and listed in the report so that anyone can replay it):
+Stages, each a `mtwb` command (printed, and listed in the report so that anyone can replay it):
 three single-task runs, a joint run and its twin with frozen BatchNorm statistics, head
 fine-tuning from the joint run, two more joint runs with other backbones, TTA predictions,
-`wb ensemble search` + `wb ensemble compare` on val, a distilled student and head fine-tuning
-from it, a submission of every candidate and ONE `wb score` of them all on the sealed test split
+`mtwb ensemble search` + `mtwb ensemble compare` on val, a distilled student and head fine-tuning
+from it, a submission of every candidate and ONE `mtwb score` of them all on the sealed test split
 (the only command that reads `truth/`). A run is reused when a complete run of the same name was
 made by the same command, and predictions come from each run's cache, so a second `make bench`
 that changed nothing only re-blends, re-submits, re-scores and rewrites the report (minutes).
@@ -57,19 +57,19 @@ DEFAULT_BUDGET = "single-cls=1m,single-det=2m,single-seg=2m,joint=5m,headft=2m,l
 
 
 class Bench:
-    """Runs `wb` commands, remembers them for the report, and times them. The seconds of every
+    """Runs `mtwb` commands, remembers them for the report, and times them. The seconds of every
     training stage that really ran are kept in runs/<prefix>-stages.json, so a report made by a
     second `make bench` that reused them still states what they cost."""
 
     def __init__(self, args):
         self.args = args
-        self.wb = str(Path(sys.executable).with_name("wb"))
+        self.wb = str(Path(sys.executable).with_name("mtwb"))
         self.commands: list[tuple[str, str, float, bool, float | None]] = []  # (stage, command, s, reused, peak MiB)
         self.times_file = Path(args.runs_dir) / f"{args.prefix}-stages.json"
         self.times = read_json(self.times_file) if self.times_file.exists() else {}
 
     def wb_run(self, stage: str, argv: list[str], capture: bool = False) -> str:
-        shown = "wb " + " ".join(shlex.quote(a) for a in argv)
+        shown = "mtwb " + " ".join(shlex.quote(a) for a in argv)
         print(f"\n[bench] {stage}: {shown}", flush=True)
         code, out, seconds, rss_mb = run_measured([self.wb, *argv], capture)
         if code != 0:
@@ -80,11 +80,11 @@ class Bench:
         return out
 
     def train(self, stage: str, name: str, argv: list[str]) -> RunInfo:
-        """Train run `name` with `wb <argv> --name name --overwrite` unless a complete run of that name
+        """Train run `name` with `mtwb <argv> --name name --overwrite` unless a complete run of that name
         was made by the same command; its run.json."""
         run = Path(self.args.runs_dir) / name
         full = [*argv, "--name", name, "--overwrite"]
-        shown = "wb " + " ".join(shlex.quote(a) for a in full)
+        shown = "mtwb " + " ".join(shlex.quote(a) for a in full)
         done = run / COMMAND_FILE
         if (run / RUN_FILE).exists() and RunInfo.read(run).status == "complete" \
                 and done.exists() and done.read_text() == " ".join(full):
@@ -221,7 +221,7 @@ def main(argv=None) -> None:
     parser.add_argument("--weights", default="../shared/weights", help="folder of efficientnet_lite{0,1,2}.imagenet.safetensors")
     # canvases of the traffic set's shapes: 400 x 300 portrait road photos, 720 x 960 CamVid frames (HxW)
     parser.add_argument("--img-size", default="cls=64,det=320x256,seg=256x320")
-    # Every training stage runs for a time budget (`wb train --budget`), so the rows compare at equal
+    # Every training stage runs for a time budget (`mtwb train --budget`), so the rows compare at equal
     # minutes: the three plain scripts and the three single-task runs get single-*, and one joint model
     # gets the same total, split between the joint run and its head fine-tuning (joint + headft).
     parser.add_argument("--budget", default=DEFAULT_BUDGET, help="training time of each stage")
@@ -293,7 +293,7 @@ def main(argv=None) -> None:
     if Path(spec_path).is_file() and stamp_file.is_file() and stamp_file.read_text().startswith(stamp + "\n"):
         print(f"[bench] ensemble search: reusing {spec_path}", flush=True)
         search_out = stamp_file.read_text()[len(stamp) + 1:]
-        b.commands.append(("ensemble search", "wb " + " ".join(shlex.quote(a) for a in search), 0.0, True, None))
+        b.commands.append(("ensemble search", "mtwb " + " ".join(shlex.quote(a) for a in search), 0.0, True, None))
     else:
         search_out = b.wb_run("ensemble search", search, capture=True)
         stamp_file.write_text(stamp + "\n" + search_out)
@@ -419,9 +419,9 @@ def main(argv=None) -> None:
              ("student + headft", by_row["distilled student lite0 + headft"], by_row["headft lite0"])]
     pseudo = read_json(Path(args.runs_dir) / "pseudo" / student / "meta.json")
     distil = [
-        f"Teacher: the searched ensemble. Student: `wb distill` with `--route '{args.route}' --pseudo-weight "
+        f"Teacher: the searched ensemble. Student: `mtwb distill` with `--route '{args.route}' --pseudo-weight "
         f"{args.pseudo_weight}`; its twin `{p}-joint-lite0` is the student's exact command without pseudo-labels. "
-        f"Student + headft: `wb train headft --from {student}`, the same head fine-tuning (labelled data, frozen "
+        f"Student + headft: `mtwb train headft --from {student}`, the same head fine-tuning (labelled data, frozen "
         f"backbone) that made `{p}-headft-lite0` from the twin. Pseudo-labels: {pseudo['counts']}.", "",
         "| model | val score | test score | ms / image |", "|---|---|---|---|",
         *(f"| {label} | {fmt(r[1]['score'])} | {fmt(r[2]['score'])} | {sum(r[3].values()):.1f} |"
@@ -457,7 +457,7 @@ def main(argv=None) -> None:
         f"- Training step vs bare timm (median of 3 fresh processes, the CPU default: image cache, no prefetch "
         f"thread, per-task gradients summed in place): {step_over:+.1%} (goal: at most +15%){step_cause}.",
         f"- AllInOne inference vs the three single-task models: {inf['ratio']:.2f}x (goal: at most 0.40x){inf_cause}.",
-        f"- `wb ensemble search`: {search_info.get('blends_evaluated', '?')} blends in {search_info.get('seconds', '?')} s "
+        f"- `mtwb ensemble search`: {search_info.get('blends_evaluated', '?')} blends in {search_info.get('seconds', '?')} s "
         f"(goal: 100 blends in at most 180 s).",
         f"- `make bench` cold: {cold_s / 60:.0f} min on this machine (goal: at most 60 min on either machine kind).",
     ]
@@ -470,7 +470,7 @@ def main(argv=None) -> None:
              f"training budget per stage (`--budget`): {args.budget}; epochs (validations) per stage: {args.epochs}", "",
              "## Scoreboard", "",
              "Val: the labelled val split (selection happens there). Test: the sealed test split, scored once, by "
-             "`wb score` at the end. ms / image: batched CPU inference on this machine, from each run's val cache "
+             "`mtwb score` at the end. ms / image: batched CPU inference on this machine, from each run's val cache "
              "(an ensemble's cost is the sum of the members it uses per task).", "",
              *table, "",
              "## Recipes at equal budget (issue 16)", "",
@@ -485,11 +485,11 @@ def main(argv=None) -> None:
              "Joint lite0 training under torchrun (gloo) on this machine's cores, the same global batches "
              "(bench/torchrun_speed.py; correctness: tests/distributed/test_torchrun.py):", "", *several, "",
              "## Distillation", "", *distil, "",
-             "## The searched ensemble (`wb ensemble search`)", "", "```", search_out.strip(), "```", "",
-             "## Members against the best one on val (`wb ensemble compare`, paired bootstrap)", "", "```",
+             "## The searched ensemble (`mtwb ensemble search`)", "", "```", search_out.strip(), "```", "",
+             "## Members against the best one on val (`mtwb ensemble compare`, paired bootstrap)", "", "```",
              compare_out.strip(), "```", "",
              f"HTML report of the searched ensemble on val: `{args.html}` (not committed: images embedded, "
-             "several MB; `wb report` rebuilds it).", "",
+             "several MB; `mtwb report` rebuilds it).", "",
              "## Commands", "", "Peak RSS: the stage's own process (`os.wait4`), MiB.", "",
              "| stage | command | s | peak RSS MiB |", "|---|---|---|---|",
              *(f"| {s} | `{c}` | {t:.0f}{' (reused)' if reused else ''} | {'-' if rss is None else f'{rss:.0f}'} |"

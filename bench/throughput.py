@@ -50,7 +50,7 @@ def worker(data: str, runs_dir: str, setting: str, steps: int, warmup: int, pret
     from workbench.train.streams import make_batch
     from workbench.train.trainer import Trainer, TrainConfig
 
-    tune_allocator()  # as `wb train` runs
+    tune_allocator()  # as `mtwb train` runs
     name = f"tp-{time.time_ns()}"
     config = TrainConfig(data=data, backbone="efficientnet_lite0", pretrained=pretrained, mean=(0.5,) * 3,
                          std=(0.5,) * 3, epochs=1, name=name, runs_dir=runs_dir, clip="task", device="cpu",

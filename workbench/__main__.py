@@ -1,4 +1,4 @@
-"""`python -m workbench ...` is `wb ...`; torchrun starts it as `torchrun ... -m workbench train ...`."""
+"""`python -m workbench ...` is `mtwb ...`; torchrun starts it as `torchrun ... -m workbench train ...`."""
 from workbench.cli import run
 
 run()

@@ -1,4 +1,4 @@
-"""`wb`: the command line. Each command parses options, builds a config, calls one function, prints."""
+"""`mtwb`: the command line. Each command parses options, builds a config, calls one function, prints."""
 from __future__ import annotations
 
 import json
@@ -68,9 +68,10 @@ def format_table(rows: list[tuple[str, dict]], first: str = "") -> str:
     return "\n".join(lines)
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mtwb", prog_name="mtwb")
 def main():
-    """workbench: train, blend and submit AllInOne (cls + det + seg) models."""
+    """mtwb, the multi-task workbench: train, blend and submit AllInOne (cls + det + seg) models."""
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -121,7 +122,10 @@ def parse_task_map(value: str | None, option: str, convert=float) -> dict | None
 def recipe_options(f):
     """The options every training recipe shares."""
     options = [
-        click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml"),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="A YAML file of training settings (the keys of a run's config.yaml; a run's own "
+                          "config.yaml re-runs it); options given on the command line override it."),
+        click.option("--data", "data_path", type=click.Path(dir_okay=False), help="dataset.yaml  [required]"),
         click.option("--epochs", default=10, show_default=True),
         click.option("--img-size", help="Input size: N for every task, or cls=N,det=N,seg=N (multiples of 32); "
                                         "HxW for a canvas of the images' shape, e.g. seg=256x320 for 4:3 scenes "
@@ -130,6 +134,8 @@ def recipe_options(f):
         click.option("--lr", default=2e-3, show_default=True),
         click.option("--backbone-lr-scale", default=1.0, show_default=True,
                      help="Backbone learning rate = lr x this (e.g. 0.1 when fine-tuning pretrained weights)."),
+        click.option("--weight-decay", default=0.05, show_default=True, help="AdamW weight decay."),
+        click.option("--warmup-steps", default=50, show_default=True, help="Linear warmup steps before the cosine decay."),
         click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: one pass of the largest task)."),
         click.option("--budget", help="Training time, e.g. 90s, 15m, 2h: the first steps and one validation are timed, "
                                       "then the steps per epoch (and the LR schedule) are set to fill it; recorded in run.json."),
@@ -147,7 +153,7 @@ def recipe_options(f):
         click.option("--ema", default=0.0, show_default=True, help="EMA decay of the weights, e.g. 0.999 (0: off); saved as ema.safetensors."),
         click.option("--class-balance", help="Class imbalance per task: cls=sample|loss, det=sample, seg=loss."),
         click.option("--augment", help="Per-task augmentation, e.g. 'det=hflip+scale:0.75:1.25+colour:0.2,cls=none' (default: built-in)."),
-        click.option("--keep-top", default=3, show_default=True, help="Best checkpoints kept for `wb train avg`."),
+        click.option("--keep-top", default=3, show_default=True, help="Best checkpoints kept for `mtwb train avg`."),
         click.option("--checkpoint-every", type=int, help="Optimizer steps between resume checkpoints (default: each epoch)."),
         click.option("--cache-images/--no-cache-images", default=True, show_default=True,
                      help="Decode images once into runs/.cache/images (memory-mapped, reused by later runs at the same size)."),
@@ -159,7 +165,7 @@ def recipe_options(f):
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
                      show_default=True,
                      help="Autocast of the forward passes: auto = bf16 on a GPU that has it, else fp32; fp16 adds a "
-                          "dynamic loss scale. Recorded in run.json; wb predict uses it too."),
+                          "dynamic loss scale. Recorded in run.json; mtwb predict uses it too."),
         click.option("--name", help="Run id (default: <recipe>-<backbone>-<time>)."),
         click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name."),
     ]
@@ -169,6 +175,7 @@ def recipe_options(f):
 
 
 def head_convs_option(f):
+    f = click.option("--neck-channels", default=64, show_default=True, help="Width of the FPN neck and the det/seg heads.")(f)
     f = click.option("--norm-stats", type=click.Choice(["shared", "task", "frozen"]), default="task",
                      show_default=True,
                      help="BatchNorm running statistics of the backbone: one per task (crops and scenes differ; "
@@ -182,18 +189,66 @@ def head_convs_option(f):
                              "det mAP50 about doubled, bench/EQUAL_BUDGET.md), or full.")(f)
 
 
-def run_recipe(recipe: str, tasks, backbone, pretrained, norm, from_run, kw) -> None:
-    from workbench.train.trainer import DEFAULT_BATCH, DEFAULT_SIZES, TrainConfig, train as train_run
-    overwrite = kw.pop("overwrite")
-    config = TrainConfig(
-        data=kw.pop("data_path"), recipe=recipe, tasks=tasks, backbone=backbone, pretrained=pretrained, from_run=from_run,
-        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size", shapes=True),
-        batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
-        task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
-        loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),
-        class_balance=parse_task_map(kw.pop("class_balance"), "--class-balance", str),
-        **parse_norm(norm), **kw)
-    report_run(train_run(config, overwrite=overwrite))
+# command-line parameter -> (TrainConfig field, how its text becomes the field's value)
+def _sizes(v, base=None):
+    from workbench.train.trainer import DEFAULT_SIZES
+    return parse_per_task(v, base or DEFAULT_SIZES, "--img-size", shapes=True)
+
+
+def _batches(v, base=None):
+    from workbench.train.trainer import DEFAULT_BATCH
+    return parse_per_task(v, base or DEFAULT_BATCH, "--batch-size")
+
+
+FIELD_OF = {
+    "data_path": ("data", None), "img_size": ("img_size", _sizes), "batch_size": ("batch_size", _batches),
+    "task_steps": ("task_steps", lambda v: parse_task_map(v, "--task-steps", int)),
+    "loss_weights": ("loss_weights", lambda v: parse_task_map(v, "--loss-weights")),
+    "class_balance": ("class_balance", lambda v: parse_task_map(v, "--class-balance", str)),
+    "task": ("tasks", lambda v: (v,)), "tasks": ("tasks", lambda v: tuple(t.strip() for t in v.split(","))),
+    "student": ("backbone", None),
+}
+NOT_FIELDS = {"config_file", "overwrite", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
+
+
+def config_fields(ctx: click.Context, recipe: str) -> dict:
+    """TrainConfig fields of a training command: those of its --config file (if any), each overridden by an
+    option given on the command line; options neither in the file nor given keep their defaults. A run's
+    config.yaml is such a file, so `--config runs/RUN/config.yaml` re-creates RUN's TrainConfig."""
+    from click.core import ParameterSource
+    from workbench.train.trainer import TrainConfig
+    params = dict(ctx.params)
+    file = params.get("config_file")
+    fields = TrainConfig.read_yaml(file) if file else {}
+    if fields.get("recipe", recipe) != recipe:
+        raise click.UsageError(f"{file} is the config of a {fields['recipe']!r} run: use `mtwb train {fields['recipe']}`")
+    for name, value in params.items():
+        given = ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        if name in NOT_FIELDS or (file and not given):
+            continue
+        if name == "norm":
+            fields.update(parse_norm(value))
+            continue
+        field, convert = FIELD_OF.get(name, (name, None))
+        if convert in (_sizes, _batches) and value is not None:
+            value = convert(value, fields.get(field))  # cls=N on top of the file's sizes
+        elif convert is not None and value is not None:
+            value = convert(value)
+        if value is not None or field not in fields:
+            fields[field] = value
+    for field, option in (("data", "--data"), ("backbone", "--backbone"), ("tasks", "--task"),
+                          ("from_run", "--from")):
+        needed = field == "data" or (field == "backbone" and recipe in ("joint", "single")) or \
+            (field == "tasks" and recipe == "single") or (field == "from_run" and recipe == "headft")
+        if needed and not fields.get(field):
+            raise click.UsageError(f"Missing option '{option}' (or a --config file that sets {field})")
+    return {**{k: v for k, v in fields.items() if v is not None}, "recipe": recipe}
+
+
+def run_recipe(ctx: click.Context, recipe: str) -> None:
+    from workbench.train.trainer import TrainConfig, train as train_run
+    config = TrainConfig(**config_fields(ctx, recipe))
+    report_run(train_run(config, overwrite=ctx.params["overwrite"]))
 
 
 def report_run(run_dir: Path) -> None:
@@ -217,39 +272,42 @@ def train(ctx, resume_run):
         from workbench.train.trainer import resume
         report_run(resume(resume_run))
     elif resume_run:
-        raise click.UsageError("--resume takes no recipe: `wb train --resume RUN`")
+        raise click.UsageError("--resume takes no recipe: `mtwb train --resume RUN`")
 
 
 @train.command("joint")
-@click.option("--backbone", required=True, help="Any timm model name with features_only support.")
+@click.option("--backbone", help="Any timm model name with features_only support.  [required]")
 @click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5 (default: timm's for the backbone).")
 @head_convs_option
 @recipe_options
-def train_joint_cmd(backbone, pretrained, norm, **kw):
+@click.pass_context
+def train_joint_cmd(ctx, **_):
     """All three tasks on one backbone."""
-    run_recipe("joint", TASKS, backbone, pretrained, norm, None, kw)
+    run_recipe(ctx, "joint")
 
 
 @train.command("single")
-@click.option("--task", type=click.Choice(TASKS), required=True)
-@click.option("--backbone", required=True, help="Any timm model name with features_only support.")
+@click.option("--task", type=click.Choice(TASKS), help="The task.  [required]")
+@click.option("--backbone", help="Any timm model name with features_only support.  [required]")
 @click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5.")
 @head_convs_option
 @recipe_options
-def train_single_cmd(task, backbone, pretrained, norm, **kw):
+@click.pass_context
+def train_single_cmd(ctx, **_):
     """One task alone: the baseline every comparison needs."""
-    run_recipe("single", (task,), backbone, pretrained, norm, None, kw)
+    run_recipe(ctx, "single")
 
 
 @train.command("headft")
-@click.option("--from", "from_run", required=True, metavar="RUN", help="The joint run whose heads are fine-tuned.")
+@click.option("--from", "from_run", metavar="RUN", help="The joint run whose heads are fine-tuned.  [required]")
 @click.option("--tasks", default="cls,det,seg", show_default=True, help="Heads to fine-tune.")
 @recipe_options
-def train_headft_cmd(from_run, tasks, **kw):
+@click.pass_context
+def train_headft_cmd(ctx, **_):
     """Freeze a run's backbone and neck; fine-tune each head on its own data (best epoch per head)."""
-    run_recipe("headft", tuple(t.strip() for t in tasks.split(",")), None, None, None, from_run, kw)
+    run_recipe(ctx, "headft")
 
 
 @train.command("avg")
@@ -267,7 +325,7 @@ def train_avg_cmd(run, top, name, device, overwrite):
 # -- distill ---------------------------------------------------------------------------------
 @main.command("distill")
 @click.argument("teacher", nargs=-1, required=True)
-@click.option("--student", required=True, help="The student's timm backbone.")
+@click.option("--student", help="The student's timm backbone.  [required]")
 @click.option("--pretrained", help="Student backbone weights (local file).")
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5.")
 @click.option("--unlabeled", type=click.Path(file_okay=False), help="Folder of unlabelled images (default: the data set's).")
@@ -280,29 +338,26 @@ def train_avg_cmd(run, top, name, device, overwrite):
 @click.option("--allow-test", is_flag=True, help="Pseudo-label images identical to test images anyway (recorded as a warning).")
 @head_convs_option
 @recipe_options
-def distill_cmd(teacher, student, pretrained, norm, unlabeled, route, det_threshold, seg_confidence, temperature,
-                pseudo_weight, allow_test, **kw):
+@click.pass_context
+def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overwrite, **_):
     """Distil TEACHER (ENSEMBLE.yaml or MEMBER ...) into one student run, via pseudo-labels on unlabelled images."""
-    tune_allocator()  # the student's training, as in `wb train`
+    tune_allocator()  # the student's training, as in `mtwb train`
     from workbench.distill import DistillConfig, distill
     from workbench.ensemble.spec import equal_spec
     from workbench.records.ensemble import EnsembleSpec, parse_member
-    from workbench.train.trainer import DEFAULT_BATCH, DEFAULT_SIZES
     if len(teacher) == 1 and teacher[0].endswith((".yaml", ".yml")):
         spec = EnsembleSpec.load(teacher[0])
     else:
         spec = equal_spec([parse_member(m) for m in teacher])
-    data_path, name, overwrite, device = kw.pop("data_path"), kw.pop("name"), kw.pop("overwrite"), kw.pop("device")
-    train_fields = dict(backbone=student, pretrained=pretrained, **parse_norm(norm), temperature=temperature,
-                        pseudo_weight=pseudo_weight, seg_confidence=seg_confidence,
-                        img_size=parse_per_task(kw.pop("img_size"), DEFAULT_SIZES, "--img-size", shapes=True),
-                        batch_size=parse_per_task(kw.pop("batch_size"), DEFAULT_BATCH, "--batch-size"),
-                        task_steps=parse_task_map(kw.pop("task_steps"), "--task-steps", int),
-                        loss_weights=parse_task_map(kw.pop("loss_weights"), "--loss-weights"),
-                        class_balance=parse_task_map(kw.pop("class_balance"), "--class-balance", str), **kw)
-    config = DistillConfig(spec, data_path, name or f"student-{student}", route=parse_task_map(route, "--route", str),
-                           unlabeled=unlabeled, seg_confidence=seg_confidence, det_threshold=det_threshold,
-                           allow_test=allow_test, overwrite=overwrite, device=device, train=train_fields)
+    fields = config_fields(ctx, "joint")
+    if not fields.get("backbone"):
+        raise click.UsageError("Missing option '--student' (or a --config file that sets backbone)")
+    data_path, name, device = fields.pop("data"), fields.pop("name", None), fields.pop("device", "auto")
+    config = DistillConfig(spec, data_path, name or f"student-{fields['backbone']}",
+                           route=parse_task_map(route, "--route", str), unlabeled=unlabeled,
+                           seg_confidence=fields.get("seg_confidence", 0.5), det_threshold=det_threshold,
+                           allow_test=allow_test, overwrite=overwrite, device=device,
+                           train={k: v for k, v in fields.items() if k not in ("recipe", "runs_dir", "pseudo")})
     pseudo, run_dir = distill(config)
     click.echo(f"pseudo-labels: {pseudo}")
     report_run(run_dir)
@@ -464,7 +519,7 @@ def score_cmd(submissions, data_path, as_json, convention):
 @main.command("runs")
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
               help="Folder holding the run folders.")
-@click.option("--data", "data_path", type=click.Path(dir_okay=False),
+@click.option("--data", "data_path", type=click.Path(exists=True, dir_okay=False),
               help="Only runs trained on this dataset.yaml.")
 @click.option("--sort", "sort_by", type=click.Choice(RUN_COLUMNS), default="score", show_default=True,
               help="Column to sort by (metrics: best first).")
@@ -490,7 +545,7 @@ def runs_cmd(runs_dir, data_path, sort_by, as_json):
 @click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
               help="Sample images per task (the first of the split by name).")
 @click.option("--score", "score_test", is_flag=True,
-              help="Submission folder only: add its test score against the sealed truth (as `wb score`).")
+              help="Submission folder only: add its test score against the sealed truth (as `mtwb score`).")
 @click.option("--device", default="auto", show_default=True)
 def report_cmd(target, data_path, out, split, samples, score_test, device):
     """Write a self-contained HTML report on TARGET: a run, an ENSEMBLE.yaml or a submission folder."""

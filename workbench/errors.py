@@ -1,6 +1,8 @@
 """Exceptions raised by library code; only the CLI turns them into messages and exit codes."""
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -30,5 +32,15 @@ class RunError(WorkbenchError):
     """A run folder is missing, incomplete or does not fit the request."""
 
 
+class DeviceError(WorkbenchError):
+    """The requested device does not exist on this machine (or the name is not a device)."""
+
+
 class WorkbenchWarning(UserWarning):
     """Something works but is probably not what the user wants; the CLI prints it as one line."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """'; did you mean 'x'?' (up to three close choices), or '' when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from workbench.errors import RunError
+from workbench.errors import RunError, did_you_mean
 from workbench.io import atomic_path, hash_file
 from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
@@ -57,6 +57,10 @@ def open_run(ref: str | Path, runs_dir: Path = RUNS_DIR) -> Run:
     path = Path(ref)
     if not (path / RUN_FILE).exists() and (runs_dir / str(ref) / RUN_FILE).exists():
         path = runs_dir / str(ref)
+    if not (path / RUN_FILE).exists() and not path.is_dir():
+        ids = [p.parent.name for p in runs_dir.glob(f"*/{RUN_FILE}")] if runs_dir.is_dir() else []
+        raise RunError(f"{ref}: no such run (neither a folder nor a run id under {runs_dir}/)"
+                       f"{did_you_mean(path.name, ids)}")
     info = RunInfo.read(path)
     if not info.model:
         raise RunError(f"{path / RUN_FILE}: no model configuration to rebuild the run from")
@@ -86,4 +90,4 @@ def load_model(run: Run, device: torch.device) -> MultiTaskModel:
     if missing or unexpected:
         raise RunError(f"{run.weights}: weights do not fit the model "
                        f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return model.to(device).eval().set_precision(run.precision)  # wb predict may choose another
+    return model.to(device).eval().set_precision(run.precision)  # mtwb predict may choose another

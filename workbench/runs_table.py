@@ -1,6 +1,6 @@
 """The runs table: one row per run folder under `runs/`, read from each folder's run.json.
 
-`collect_runs` is the library function behind `wb runs` (workbench/cli.py).
+`collect_runs` is the library function behind `mtwb runs` (workbench/cli.py).
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
         One row per run in folder-name order, columns COLUMNS; metric columns are floats, NaN
         where the run does not report the metric (single-task runs, runs without a best epoch yet).
     """
-    import pandas as pd  # here, so that `wb --help` does not pay for it
+    import pandas as pd  # here, so that `mtwb --help` does not pay for it
 
     runs_dir = Path(runs_dir)
     wanted = Path(data).resolve() if data is not None else None

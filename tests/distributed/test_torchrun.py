@@ -115,7 +115,7 @@ def dying(self, *a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
     return step(self, *a, **k)
 t.Trainer.train_step = dying
-sys.argv = ["wb", *sys.argv[1:]]
+sys.argv = ["mtwb", *sys.argv[1:]]
 run()
 """
 

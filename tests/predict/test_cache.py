@@ -46,7 +46,7 @@ def test_second_predict_reuses_the_cache(run_copy, tiny_data, monkeypatch):
 
 
 def test_cached_val_scores_equal_the_runs_validation(run_copy, tiny_data):
-    """Training's validation and `wb predict` share one code path: the same numbers."""
+    """Training's validation and `mtwb predict` share one code path: the same numbers."""
     preds, _, _ = predict_run(PredictConfig(str(run_copy), str(tiny_data), "val", "cpu"), progress=False)
     spec = DatasetSpec(tiny_data)
     metrics = score_predictions(preds, spec.ground_truth("val"))

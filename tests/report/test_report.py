@@ -271,7 +271,7 @@ def test_command_names_a_missing_target_in_one_line(tiny_data, tmp_path):
     missing = str(tmp_path / "runs" / "nope")
     result = CliRunner().invoke(main, ["report", missing, "--data", str(tiny_data)])
     assert result.exit_code != 0
-    assert isinstance(result.exception, WorkbenchError)  # `wb` prints it as one line
+    assert isinstance(result.exception, WorkbenchError)  # `mtwb` prints it as one line
     message = str(result.exception)
     assert missing in message and "\n" not in message
     with pytest.raises(WorkbenchError, match="nope.yaml"):

@@ -259,7 +259,7 @@ def test_pretrained_file_that_does_not_fit_is_refused_with_keys(tiny_data, tmp_p
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.Popen:
-    code = "import sys; from workbench.cli import run; sys.argv = ['wb'] + sys.argv[1:]; run()"
+    code = "import sys; from workbench.cli import run; sys.argv = ['mtwb'] + sys.argv[1:]; run()"
     return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 

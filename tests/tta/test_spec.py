@@ -148,7 +148,7 @@ def test_registered_views_get_distinct_cache_keys():
 
 
 def test_a_registered_view_runs_through_predict(tiny_run, tiny_data, tmp_path):
-    """`wb predict RUN --tta vflip@det`: a cache entry named by the key, with the view's predictions."""
+    """`mtwb predict RUN --tta vflip@det`: a cache entry named by the key, with the view's predictions."""
     from workbench.predict import PredictConfig, predict_run
 
     run = tmp_path / tiny_run.name

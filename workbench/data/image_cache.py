@@ -55,7 +55,7 @@ class CachedArrays:
 
 
 def cache_root(runs_dir: str | Path) -> Path:
-    """Where training and prediction cache decoded images: `<runs_dir>/.cache/images` (`wb runs` skips it)."""
+    """Where training and prediction cache decoded images: `<runs_dir>/.cache/images` (`mtwb runs` skips it)."""
     return Path(runs_dir) / ".cache" / "images"
 
 

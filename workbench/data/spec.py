@@ -2,7 +2,7 @@
 
 The schema lives here once, in the readers. By default they are strict: a missing file, an
 unreadable annotation or a class that does not exist raises `DataError` naming the file. Given a
-`Problems` collector (as `wb data check` passes one) they record every problem instead and read on
+`Problems` collector (as `mtwb data check` passes one) they record every problem instead and read on
 past it. Only `workbench.score` may call the `truth_*` methods: the sealed test labels are read by
 scoring alone (and validated by the check).
 """
@@ -384,7 +384,7 @@ class DatasetSpec:
             reads them: task -> file-name glob patterns joined by "|" (e.g. {"cls": "crop_*",
             "seg": "scene_*"}); a task not named gets none; None: every image for every task.
         unlabeled: a folder of unlabelled images to use instead of the data set's `unlabeled`.
-        problems: a collecting `Problems` (`wb data check`): the readers record every problem in it
+        problems: a collecting `Problems` (`mtwb data check`): the readers record every problem in it
             and read on; a method typed `... | None` then returns None for what it cannot read.
             The sample builders (`*_samples`, `ground_truth`, `det_categories`, `truth_cls`,
             `truth_det`) expect the default, strict readers.
@@ -718,7 +718,7 @@ class DatasetSpec:
             DataError: asked for the test split, whose labels only the score stage reads.
         """
         if split == "test":
-            raise DataError(self.path, "the test split has no labels here; only `wb score` reads the sealed truth")
+            raise DataError(self.path, "the test split has no labels here; only `mtwb score` reads the sealed truth")
         gt = GroundTruth(seg_num_classes=len(self.seg_classes), ignore_index=self.ignore_index)
         if "cls" in tasks:
             gt.cls = {s.name: s.label for s in self.cls_samples(split)}

@@ -14,7 +14,7 @@ from the labelled data plus those pseudo-labels, with soft targets for cls and s
    its train split holds the pseudo-labelled images (hard labels: argmax class, boxes above the
    threshold, argmax masks with low-confidence pixels set to ignore), val and test point to the
    original data set; soft targets beside it (`soft/cls.npz` class probabilities, `soft/seg.npz`
-   segmentation logits at 1/4 resolution). `wb data check` reads it.
+   segmentation logits at 1/4 resolution). `mtwb data check` reads it.
 5. A student run (kind `student`, parents = the teacher's runs) trains on the original data plus the
    pseudo-labelled images (`TrainConfig.pseudo`).
 """

@@ -89,7 +89,7 @@ def write_pseudo_dataset(out: Path, spec: DatasetSpec, preds: Predictions, unlab
     """Write the pseudo-labels as a data set folder (atomically); returns its dataset.yaml.
 
     Images are symlinked (copied where links are impossible); val and test entries point to the
-    original data set, so `wb data check` and training read it like any other.
+    original data set, so `mtwb data check` and training read it like any other.
     """
     with atomic_dir(out) as tmp:
         entry = {"name": f"{spec.name}-pseudo", "cls": {"classes": str(spec.classes_file("cls"))},

@@ -19,9 +19,12 @@ def distill(config: DistillConfig, progress: bool = True) -> tuple[Path, Path]:
     Returns:
         (the pseudo data set's dataset.yaml, the student run folder).
     """
+    from workbench.models.model import check_backbone, resolve_device
     from workbench.train.trainer import TrainConfig, train
 
     spec = DatasetSpec(config.data)
+    resolve_device(config.device)  # refused before the teacher labels anything: a missing device,
+    check_backbone(config.train.get("backbone", ""))  # a student backbone timm does not know
     unlabeled = DatasetSpec(config.data, config.route, config.unlabeled)
     routed = sorted({p for t in TASKS for p in unlabeled.unlabeled_images(t)})
     if not routed:

@@ -10,7 +10,7 @@ Edge cases decided here:
 - no ground-truth box at all: NaN. There is nothing to find, so the score is undefined (COCOeval
   itself returns -1). NaN rather than 0.0 so that a misconfigured validation set poisons the mean
   score visibly instead of reading as "the model found nothing".
-Backends: "pycocotools" (the reference: `wb score` and training use it) and "faster-coco-eval" (the
+Backends: "pycocotools" (the reference: `mtwb score` and training use it) and "faster-coco-eval" (the
 same matching and accumulation in C++, the same AP to the last digit, about 10x faster; ensemble
 search scores its candidate blends with it). tests/metrics/test_det.py shows they agree.
 """

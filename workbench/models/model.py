@@ -15,7 +15,7 @@ import timm
 import torch
 from torch import nn
 
-from workbench.errors import RunError
+from workbench.errors import DeviceError, RunError, did_you_mean
 from workbench.models.heads import FPN, AttentionPoolHead, CenterHead, SemanticHead
 from workbench.records.tasks import DET_STRIDE, TASKS
 
@@ -132,8 +132,15 @@ def check_pretrained(name: str, path: Path) -> None:
         raise RunError(f"{path}: weights do not fit {name}: " + "; ".join(p for p in parts if p))
 
 
+def check_backbone(name: str) -> None:
+    """Refuse a name that is not a timm model, suggesting close ones (timm's own error names neither)."""
+    if not timm.is_model(name):
+        raise RunError(f"backbone {name!r}: not a timm model{did_you_mean(name, timm.list_models())}")
+
+
 def create_backbone(name: str, pretrained: str | None) -> nn.Module:
     """timm feature extractor; `pretrained` is a local file (safetensors / state dict), "timm", or None."""
+    check_backbone(name)
     kwargs: dict = {"features_only": True}
     if pretrained == "timm":
         kwargs["pretrained"] = True
@@ -270,11 +277,37 @@ class MultiTaskModel(nn.Module):
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" -> cuda if available, else mps, else cpu; anything else is passed to torch.device."""
+    """"auto" -> cuda if available, else mps, else cpu; anything else names a device, checked to exist here
+    (DeviceError, one line, instead of torch's error at the first tensor moved there)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"--device {name!r}: not a device name (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"--device {name}: no CUDA device on this machine (torch {torch.__version__}); "
+                              "use --device cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {name}: not supported here (auto, cpu, cuda, cuda:N, mps)")
+    return device
+
+
+def describe_device(device: torch.device) -> str:
+    """One line naming the device a command runs on: 'cuda:0 (NVIDIA A100-SXM4-40GB)', 'cpu (2 threads)'."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)

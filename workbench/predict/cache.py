@@ -21,7 +21,7 @@ from workbench.fuse import blend
 from workbench.io import atomic_dir
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.dist import Dist
-from workbench.models.model import resolve_device, resolve_precision
+from workbench.models.model import describe_device, resolve_device, resolve_precision
 from workbench.records import Predictions
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import TASKS
@@ -108,6 +108,9 @@ def task_views(tta: TTASpec) -> dict:
     return {t: tta.views(t) for t in TASKS}
 
 
+_ANNOUNCED: set = set()
+
+
 def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictions, Path, bool]:
     """Predict (or reuse the cache of) one run on one split under one TTA spec.
 
@@ -125,6 +128,9 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     dist = Dist.from_env(config.device)
     device = dist.device(resolve_device(config.device))
     model = load_model(run, device).set_precision(expect.precision)
+    if progress and (device, expect.precision) not in _ANNOUNCED:  # once per process (submit predicts many runs)
+        _ANNOUNCED.add((device, expect.precision))
+        print(f"device: {describe_device(device)}, precision {expect.precision}", flush=True)
     parts = {t: dist.split(len(ds)) for t, ds in datasets.items()} if dist.active else None
     per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size,
                                     progress and dist.main, task_views(tta), parts)

@@ -1,4 +1,4 @@
-"""Val metrics of each TTA view alone and of the fused views (`wb predict --compare-tta`)."""
+"""Val metrics of each TTA view alone and of the fused views (`mtwb predict --compare-tta`)."""
 from __future__ import annotations
 
 from workbench.errors import RunError

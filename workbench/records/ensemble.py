@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from workbench.errors import DataError, WorkbenchError
+from workbench.errors import DataError, WorkbenchError, did_you_mean
 from workbench.io import write_yaml
 from workbench.records.tasks import TASKS
 
@@ -95,15 +95,52 @@ class EnsembleSpec:
         if not isinstance(version, int) or version > ENSEMBLE_VERSION:
             raise DataError(source, f"ensemble spec version {version!r} is newer than this workbench reads "
                                     f"({ENSEMBLE_VERSION})")
-        try:
-            tasks = {}
-            for t in TASKS:
-                entry = d["tasks"][t]
-                members = tuple(parse_member(str(x["member"])) for x in entry["members"])
-                weights = tuple(float(x["weight"]) for x in entry["members"])
-                tasks[t] = TaskBlend(members, weights, FusionConfig(**entry.get("fusion", {})))
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(source, f"not an ensemble spec ({type(e).__name__}: {e})") from None
+
+        def where(task: str | None = None, i: int | None = None) -> str:
+            return "".join([f"tasks.{task}" if task else "", f".members[{i}]" if i is not None else ""])
+
+        def known(d: dict, keys, at: str) -> None:
+            for key in d:
+                if key not in keys:
+                    raise DataError(source, f"{at or 'top level'}: unknown key {key!r}{did_you_mean(key, keys)} "
+                                            f"(expected {', '.join(keys)})")
+
+        def mapping(value, at: str) -> dict:
+            if not isinstance(value, dict):
+                raise DataError(source, f"{at}: expected a mapping, got {type(value).__name__}")
+            return value
+
+        d = mapping(d, "top level")
+        if "tasks" not in d:
+            raise DataError(source, f"not an ensemble spec: no 'tasks' key{did_you_mean('tasks', map(str, d))}")
+        given = mapping(d["tasks"], "tasks")
+        known(given, TASKS, "tasks")
+        tasks = {}
+        for t in TASKS:
+            if t not in given:
+                raise DataError(source, f"tasks: no {t!r} entry (a spec blends every task: cls, det and seg)")
+            entry = mapping(given[t], where(t))
+            known(entry, ("members", "fusion") if t == "det" else ("members",), where(t))
+            if not isinstance(entry.get("members"), list) or not entry["members"]:
+                raise DataError(source, f"{where(t)}: 'members' must be a non-empty list of member/weight entries")
+            members, weights = [], []
+            for i, x in enumerate(entry["members"]):
+                x = mapping(x, where(t, i))
+                known(x, ("member", "weight"), where(t, i))
+                for key in ("member", "weight"):
+                    if key not in x:
+                        raise DataError(source, f"{where(t, i)}: no {key!r} key")
+                try:
+                    members.append(parse_member(str(x["member"])))
+                    weights.append(float(x["weight"]))
+                except (TypeError, ValueError, WorkbenchError) as e:
+                    raise DataError(source, f"{where(t, i)}: {e}") from None
+            fusion = mapping(entry.get("fusion", {}), f"{where(t)}.fusion")
+            known(fusion, tuple(FusionConfig.__dataclass_fields__), f"{where(t)}.fusion")
+            try:
+                tasks[t] = TaskBlend(tuple(members), tuple(weights), FusionConfig(**fusion))
+            except WorkbenchError as e:
+                raise DataError(source, f"{where(t)}: {e}") from None
         return cls(tasks, {k: v for k, v in d.items() if k not in ("tasks", "version")})
 
     def save(self, path: str | Path) -> None:

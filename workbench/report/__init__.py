@@ -6,7 +6,7 @@ involved, a confusion matrix (cls), precision-recall curves at IoU 0.5 (det), pe
 embedded as a `data:` URI, so the file can be mailed or archived alone. Predictions come from the
 runs' prediction caches (`predict_run`), so a second report of the same target is quick.
 
-`build_report(ReportConfig)` (`build`) is the library function behind `wb report` (workbench/cli.py); what a
+`build_report(ReportConfig)` (`build`) is the library function behind `mtwb report` (workbench/cli.py); what a
 report is about (`targets`), its numbers (`analysis`) and its HTML (`page`, `figures`) live beside it.
 """
 from workbench.report.analysis import compute_pr_curves, find_most_confused

@@ -29,7 +29,7 @@ SEG_AUGMENT = Augment(colour=0.2)
 
 def _load_npz(path: Path):
     if not path.is_file():
-        raise DataError(path, "soft-label file not found (write the pseudo data set with `wb distill`)")
+        raise DataError(path, "soft-label file not found (write the pseudo data set with `mtwb distill`)")
     return np.load(path)
 
 

@@ -8,7 +8,7 @@ run folder:
               run.json         kind, parents, tasks, status, best val metrics, per-task bests, checkpoints
               model.safetensors  the best weights by val score (raw or EMA, whichever scored higher)
               ema.safetensors  the EMA copy's best weights (with --ema)
-              checkpoints/     the top-k epochs by val score (for `wb train avg`)
+              checkpoints/     the top-k epochs by val score (for `mtwb train avg`)
               metrics.csv      one row per epoch; steps.csv one row per optimizer step
               curves.png       training curves
               state.pt         everything a resume needs (model, EMA, optimizer, scheduler, balancer,
@@ -49,13 +49,15 @@ from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
 from workbench.dist import Dist
-from workbench.errors import RunError
+from workbench.errors import RunError, did_you_mean
 from workbench.io import atomic_path, write_text, write_yaml
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
 from workbench.models.heads import HEAD_CONVS
-from workbench.models.model import NORM_STATS, PRECISIONS, MultiTaskModel, resolve_device, resolve_precision
+from workbench.models.model import (NORM_STATS, PRECISIONS, MultiTaskModel, check_backbone, describe_device, resolve_device,
+                                    resolve_precision)
+from workbench.progress import Progress, duration
 from workbench.records import METRICS, TASKS, Predictions
 from workbench.records.run_info import RunInfo
 from workbench.runs import RUNS_DIR, Run, save_weights
@@ -121,7 +123,7 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay (e.g. 0.999); 0: no EMA
     class_balance: dict | None = None  # task -> "sample" (cls, det) | "loss" (cls, seg)
     augment: str | None = None  # per-task augmentation text (workbench.data.augment); None: defaults
-    keep_top: int = 3  # best checkpoints kept for `wb train avg`
+    keep_top: int = 3  # best checkpoints kept for `mtwb train avg`
     pseudo: str | None = None  # a pseudo-labelled data set (workbench.distill) trained on beside `data`
     pseudo_weight: float = 1.0  # weight of a pseudo-labelled batch's loss
     temperature: float = 2.0  # distillation temperature of the soft class targets
@@ -184,12 +186,32 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_yaml_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise RunError(f"config has unknown keys {sorted(unknown)}")
+    def from_yaml_dict(cls, d: dict, source: str = "config") -> "TrainConfig":
+        cls.check_keys(d, source)
         return cls(**d)
+
+    @classmethod
+    def check_keys(cls, d, source: str) -> None:
+        """Refuse what is not a mapping of TrainConfig fields, naming the file and the first unknown key."""
+        if not isinstance(d, dict):
+            raise RunError(f"{source}: expected a mapping of training settings, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise RunError(f"{source}: unknown setting {key!r}{did_you_mean(str(key), known)}")
+
+    @classmethod
+    def read_yaml(cls, path: str | Path) -> dict:
+        """The settings of a config YAML file (a run's config.yaml, or one written by hand), keys checked."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"{path}: config file not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RunError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+        cls.check_keys(d, str(path))
+        return d
 
 
 BUDGET_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -423,6 +445,7 @@ class Trainer:
         self.model = self.recipe.build_model(self.spec, config, parent, self.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.model.set_precision(self.precision)
+        print(f"device: {describe_device(self.device)}, precision {self.precision}", flush=True)
         # fp16: losses scaled up before backward so that small gradients survive, divided back before the step
         # (a step whose gradients overflowed is skipped and the scale lowered); bf16 and fp32 need none
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
@@ -708,8 +731,13 @@ class Trainer:
         self.save_state()
         self._tail_s = self.clock() - t_tail
         if progress:
-            tqdm.write(f"epoch {epoch}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                       + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else ""))
+            took = time.time() - getattr(self, "_epoch_t0", t_start)
+            losses = "  ".join(f"loss_{t} {row[f'loss_{t}']:.3f}" for t in self.tasks if row.get(f"loss_{t}") is not None)
+            left = self.config.epochs - epoch
+            tqdm.write(f"epoch {epoch}/{self.config.epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                       + (f"  (EMA score {row['ema_score']:.4f})" if "ema_score" in row else "")
+                       + (f" | train {losses}" if losses else "")
+                       + f" | {duration(took)}" + (f", about {duration(left * took)} left" if left else ""))
 
     def _keep_epoch(self, epoch: int, t_start: float) -> tuple[dict, dict]:
         """Validate the epoch's weights (raw and EMA), keep the best and the top-k checkpoints; (metrics, row)."""
@@ -803,7 +831,7 @@ class Trainer:
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise RunError(f"{self.run_dir}: rank {self.dist.rank} of {self.dist.world} stopped at step {self.step} "
                            f"({type(e).__name__}: {first}); resume from the last checkpoint with "
-                           f"`wb train --resume {self.run_dir}` (any number of processes)") from None
+                           f"`mtwb train --resume {self.run_dir}` (any number of processes)") from None
         finally:
             self.close()
 
@@ -883,9 +911,9 @@ class Trainer:
             self.fit_budget(progress)
         while self.epoch < config.epochs:
             self.recipe.set_train_mode(self.model)
-            t_start = time.time()
-            bar = tqdm(total=self.steps, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{config.epochs}",
-                       disable=None if progress else True, leave=False)
+            t_start = self._epoch_t0 = time.time()
+            bar = Progress(self.steps, f"epoch {self.epoch + 1}/{config.epochs}", initial=self.epoch_step,
+                           enabled=progress and self.dist.main, later=(config.epochs - self.epoch - 1) * self.steps)
             while self.epoch_step < self.steps:
                 checkpoint_next = (self.epoch_step + 1 >= self.steps
                                    or bool(config.checkpoint_every and (self.step + 1) % config.checkpoint_every == 0))
@@ -896,9 +924,11 @@ class Trainer:
                     self.step_times.append(self.clock() - t_step)
                     if self.epoch_step % REFIT_EVERY == 0 and self.epoch_step < self.steps:
                         self.refit_budget()
-                        bar.total = self.steps
-                bar.update(1)
-                bar.set_postfix({t: f"{row[f'loss_{t}']:.3f}" for t in self.tasks if row[f"loss_{t}"] is not None})
+                        bar.set_total(self.steps)
+                        bar.later = (config.epochs - self.epoch - 1) * self.steps
+                trained = [t for t in self.tasks if row[f"loss_{t}"] is not None]
+                bar.update(1, items=sum(config.batch_size[t] for t in trained) * config.accum,
+                           **{f"loss_{t}": row[f"loss_{t}"] for t in trained})
                 if config.checkpoint_every and self.step % config.checkpoint_every == 0 and self.epoch_step < self.steps:
                     self.wall += time.time() - t_start
                     t_start = time.time()
@@ -942,6 +972,8 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
     parent = recipe.open_parent(config)
     config = recipe.inherit(config, parent)
     spec = DatasetSpec(config.data)
+    resolve_device(config.device)  # a device this machine lacks is refused before the run folder is made
+    check_backbone(config.backbone)  # and so is a backbone name timm does not know
     dist = Dist.from_env(config.device)
     # several processes (torchrun): rank 0 makes the run folder and writes everything in it
     made = None
@@ -980,7 +1012,7 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
         raise RunError(f"{path}: run is complete; nothing to resume")
     if not (path / STATE).exists():
         raise RunError(f"{path}: no checkpoint to resume from ({STATE} is written at the end of the first epoch)")
-    config = TrainConfig.from_yaml_dict(yaml.safe_load((path / "config.yaml").read_text()))
+    config = TrainConfig.from_yaml_dict(TrainConfig.read_yaml(path / "config.yaml"), str(path / "config.yaml"))
     parent = RECIPES[config.recipe].open_parent(config)
     trainer = Trainer(config, path, parent)
     try:
