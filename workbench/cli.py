@@ -543,7 +543,7 @@ def runs_cmd(runs_dir, data_path, sort_by, as_json):
               help="HTML file (default: runs/NAME/report.html, ensembles/NAME.html, submissions/NAME/report.html).")
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
 @click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
-              help="Sample images per task (the first of the split by name).")
+              help="Sample images per task, the worst first (confident mistakes, missed and false boxes, lowest IoU).")
 @click.option("--score", "score_test", is_flag=True,
               help="Submission folder only: add its test score against the sealed truth (as `mtwb score`).")
 @click.option("--device", default="auto", show_default=True)

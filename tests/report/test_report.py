@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import shutil
+from collections import namedtuple
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from workbench.metrics.det import ap50_per_category
 from workbench.metrics.scoring import score_predictions
 from workbench.metrics.seg import SegEvaluator
 from workbench.predict import PredictConfig, predict_run
-from workbench.records import GroundTruth, to_submission
+from workbench.records import GroundTruth, seg_logits_to_mask, to_submission
 from workbench.report import (
     ReportConfig,
     build_report,
@@ -31,7 +32,9 @@ from workbench.report import (
     find_most_confused,
     resolve_target,
 )
+from workbench.report.analysis import det_image_errors, rank_cls_worst, rank_det_worst, rank_seg_worst
 from workbench.report.figures import overlay_mask, pick_colors
+from workbench.report.page import BOX_THRESHOLD
 from workbench.score import score_submission
 from workbench.submit import SubmitConfig, submit
 from workbench.train.trainer import train
@@ -168,13 +171,21 @@ def test_run_report_has_every_section_and_the_asked_samples(run_page, tiny_run, 
     assert run_page.sections == ["scores", "curves", "cls", "det", "seg", "samples"]
     assert [len(run_page.of_class(c)) for c in ("curves", "confusion", "pr", "iou")] == [1, 1, 1, 1]
     spec = DatasetSpec(tiny_data)
-    first = {"cls": sorted(s.name for s in spec.cls_samples("val"))[:SAMPLES],
-             "det": sorted(s.name for s in spec.det_samples("val"))[:SAMPLES],
-             "seg": sorted(s.name for s in spec.seg_samples("val"))[:SAMPLES]}
-    for task, names in first.items():
-        assert [im["data-image"] for im in run_page.of_class("sample", task)] == names
-    # each cls title states the argmax class, its probability and the truth
     preds = val_predictions(Member(str(tiny_run)), tiny_data)
+    # the worst first: cls by the rule written out here; det and seg by their per-image errors
+    def cls_key(s):
+        p = preds.cls[s.name]
+        return (0, -p.max(), s.name) if int(np.argmax(p)) != s.label else (1, p[s.label], s.name)
+    masks = {s.name: (seg_logits_to_mask(preds.seg[s.name], preds.sizes["seg"][s.name]), read_mask(s.mask))
+             for s in spec.seg_samples("val")}
+    worst = {"cls": [s.name for s in sorted(spec.cls_samples("val"), key=cls_key)][:SAMPLES],
+             "det": [s.name for s in rank_det_worst(list(spec.det_samples("val")), preds, BOX_THRESHOLD)][:SAMPLES],
+             "seg": [s.name for s in rank_seg_worst(list(spec.seg_samples("val")), masks, len(spec.seg_classes),
+                                                    spec.ignore_index)][:SAMPLES]}
+    for task, names in worst.items():
+        assert [im["data-image"] for im in run_page.of_class("sample", task)] == names
+    assert worst["cls"] != sorted(s.name for s in spec.cls_samples("val"))[:SAMPLES]  # not the first by name
+    # each cls title states the argmax class, its probability and the truth
     truth = {s.name: s.label for s in spec.cls_samples("val")}
     for im in run_page.of_class("sample", "cls"):
         probs = preds.cls[im["data-image"]]
@@ -312,3 +323,38 @@ def test_mask_overlay_colours_classes_and_leaves_ignored_pixels_clear():
     np.testing.assert_allclose(overlay[0, 1, :3], colors[2])
     assert overlay[1, 0, 3] == 0 and (overlay[[0, 0, 1], [0, 1, 1], 3] == 0.5).all()
     assert len({tuple(c) for c in pick_colors(43)}) == 43
+
+
+def test_det_image_errors_by_hand():
+    # two true boxes of class 1 (xywh) and one of class 2; predictions in xyxy pixels
+    true = np.array([[0, 0, 10, 10], [20, 20, 10, 10], [50, 50, 10, 10]], np.float32)
+    labels = [1, 1, 2]
+    pred = np.array([[0, 0, 10, 10],      # class 1, exact: a match
+                     [1, 1, 11, 11],      # class 1, IoU 81/119 = 0.68 with the first, already taken: false
+                     [20, 20, 30, 30],    # class 2 on a class-1 box: false
+                     [50, 50, 60, 60]],   # class 2, exact: a match
+                    np.float32)
+    assert det_image_errors(pred, [1, 1, 2, 2], [0.9, 0.8, 0.7, 0.6], true, labels) == (1, 2)
+    # the higher score claims the box: the exact one at 0.5 loses it to the 0.68 one at 0.9 -> the exact is false
+    assert det_image_errors(pred[:2], [1, 1], [0.5, 0.9], true[:1], [1]) == (0, 1)
+    assert det_image_errors(np.zeros((0, 4)), [], [], true, labels) == (3, 0)
+    assert det_image_errors(pred, [1, 1, 2, 2], [0.9, 0.8, 0.7, 0.6], np.zeros((0, 4)), []) == (0, 4)
+
+
+def test_rank_cls_worst_by_hand():
+    S = namedtuple("S", "name label")
+    samples = [S("a", 0), S("b", 0), S("c", 1), S("d", 1)]
+    probs = {"a": np.array([0.9, 0.1]),   # correct, sure
+             "b": np.array([0.2, 0.8]),   # wrong, confident
+             "c": np.array([0.6, 0.4]),   # wrong, less confident
+             "d": np.array([0.45, 0.55])}  # correct, unsure
+    assert [s.name for s in rank_cls_worst(samples, probs)] == ["b", "c", "d", "a"]
+
+
+def test_rank_seg_worst_by_hand():
+    S = namedtuple("S", "name")
+    truth = np.array([[0, 0], [1, 1]])
+    masks = {"perfect": (truth.copy(), truth), "half": (np.array([[0, 0], [0, 0]]), truth),  # IoU 0.5, 0 -> 0.25
+             "ignored": (np.array([[1, 1], [1, 1]]), np.array([[255, 255], [1, 1]]))}  # the labelled row right: 1.0
+    assert [s.name for s in rank_seg_worst([S("perfect"), S("half"), S("ignored")], masks, 2, 255)] == \
+        ["half", "ignored", "perfect"]

@@ -137,3 +137,62 @@ def evaluate_seg(sub: Submission, truth: GroundTruth) -> SegEvaluator:
     for name, mask_path in truth.seg.items():
         ev.process(sub.seg[name], read_mask(mask_path))
     return ev
+
+
+# -- worst samples first ---------------------------------------------------------------------
+def rank_cls_worst(samples: list, probs: dict) -> list:
+    """Mistakes first, the most confident first (the predicted class's probability, highest first); then
+    the correct images, the least sure first (the true class's probability, lowest first); ties by name."""
+    def key(s):
+        p = np.asarray(probs[s.name])
+        k = int(np.argmax(p))
+        return (0, -float(p[k]), s.name) if k != s.label else (1, float(p[s.label]), s.name)
+    return sorted(samples, key=key)
+
+
+def det_image_errors(pred_xyxy: np.ndarray, pred_labels, pred_scores, true_xywh: np.ndarray, true_labels,
+                     iou_threshold: float = 0.5) -> tuple[int, int]:
+    """(missed true boxes, false predicted boxes) of one image: the predictions (pixels, xyxy), highest
+    score first, each matched to the unmatched true box of its class with the highest IoU >= the threshold
+    (COCO's greedy rule at IoU 0.5)."""
+    import torch
+    from torchvision.ops import box_iou
+    true_xyxy = np.asarray(true_xywh, np.float32).reshape(-1, 4).copy()
+    true_xyxy[:, 2:] += true_xyxy[:, :2]
+    pred_xyxy = np.asarray(pred_xyxy, np.float32).reshape(-1, 4)
+    if not len(pred_xyxy) or not len(true_xyxy):
+        return len(true_xyxy), len(pred_xyxy)
+    iou = box_iou(torch.from_numpy(pred_xyxy), torch.from_numpy(true_xyxy)).numpy()
+    iou[np.asarray(pred_labels)[:, None] != np.asarray(true_labels)[None, :]] = 0.0
+    taken = np.zeros(len(true_xyxy), bool)
+    false = 0
+    for i in np.argsort(-np.asarray(pred_scores, np.float64), kind="stable"):
+        row = np.where(taken, -1.0, iou[i])
+        j = int(np.argmax(row))
+        if row[j] >= iou_threshold:
+            taken[j] = True
+        else:
+            false += 1
+    return int((~taken).sum()), false
+
+
+def rank_det_worst(samples: list, preds: Predictions, threshold: float) -> list:
+    """Images with the most errors at score >= threshold (missed + false boxes) first; ties by name."""
+    def key(s):
+        d = preds.det[s.name]
+        h, w = preds.sizes["det"][s.name]
+        keep = d.scores >= threshold
+        missed, false = det_image_errors(d.boxes[keep] * np.array([w, h, w, h], np.float32), d.labels[keep],
+                                         d.scores[keep], s.boxes, s.labels)
+        return (-(missed + false), s.name)
+    return sorted(samples, key=key)
+
+
+def rank_seg_worst(samples: list, masks: dict, num_classes: int, ignore_index: int) -> list:
+    """Lowest per-image mIoU first (over the classes in the image's truth or prediction); ties by name.
+    `masks`: name -> (predicted mask, true mask)."""
+    def key(s):
+        ev = SegEvaluator(num_classes, ignore_index)
+        ev.process(*masks[s.name])
+        return (ev.evaluate()["miou"], s.name)
+    return sorted(samples, key=key)

@@ -14,7 +14,8 @@ from workbench.records import METRIC_COLUMNS, GroundTruth, Predictions, Submissi
 from workbench.records.ensemble import EnsembleSpec
 from workbench.records.tasks import TASKS
 from workbench.report import figures
-from workbench.report.analysis import TEST_ROW, compute_pr_curves, count_confusion, evaluate_seg, find_most_confused
+from workbench.report.analysis import (TEST_ROW, compute_pr_curves, count_confusion, evaluate_seg, find_most_confused,
+                                       rank_cls_worst, rank_det_worst, rank_seg_worst)
 from workbench.train.curves import training_figure
 
 
@@ -151,9 +152,10 @@ def render_seg(sub: Submission, truth: GroundTruth, classes: list[str]) -> Secti
 
 
 def render_cls_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
-    """The first n images of the split (by name), titled with prediction, its probability and truth."""
+    """The n worst images of the split (the most confident mistakes first), titled with prediction, its
+    probability and truth."""
     classes = spec.cls_classes
-    samples = sorted((s for s in spec.cls_samples(split) if s.name in preds.cls), key=lambda s: s.name)[:n]
+    samples = rank_cls_worst([s for s in spec.cls_samples(split) if s.name in preds.cls], preds.cls)[:n]
     out = []
     for s in samples:
         probs = preds.cls[s.name]
@@ -166,12 +168,13 @@ def render_cls_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int
 
 
 def render_det_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
-    """The first n images of the split: predicted boxes (score >= BOX_THRESHOLD) beside the ground truth."""
+    """The n worst images of the split (most missed + false boxes at score >= BOX_THRESHOLD first): predicted
+    boxes beside the ground truth."""
     categories = spec.det_categories
     index = {int(c["id"]): i for i, c in enumerate(categories)}
     names = {int(c["id"]): c.get("name", str(c["id"])) for c in categories}
     colors = [tuple(c) for c in figures.pick_colors(len(categories))]
-    samples = sorted((s for s in spec.det_samples(split) if s.name in preds.det), key=lambda s: s.name)[:n]
+    samples = rank_det_worst([s for s in spec.det_samples(split) if s.name in preds.det], preds, BOX_THRESHOLD)[:n]
     out = []
     for s in samples:
         d = preds.det[s.name]
@@ -192,14 +195,16 @@ def render_det_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int
 
 
 def render_seg_samples(spec: DatasetSpec, split: str, preds: Predictions, n: int) -> list[str]:
-    """The first n images of the split: predicted mask overlay beside the ground-truth overlay."""
+    """The n worst images of the split (lowest mIoU first): predicted mask overlay beside the ground truth's."""
     colors = figures.pick_colors(len(spec.seg_classes))
-    samples = sorted((s for s in spec.seg_samples(split) if s.name in preds.seg), key=lambda s: s.name)[:n]
+    candidates = [s for s in spec.seg_samples(split) if s.name in preds.seg]
+    masks = {s.name: (seg_logits_to_mask(preds.seg[s.name], preds.sizes["seg"][s.name]), read_mask(s.mask))
+             for s in candidates}
+    samples = rank_seg_worst(candidates, masks, len(spec.seg_classes), spec.ignore_index)[:n]
     out = []
     for s in samples:
-        pred = seg_logits_to_mask(preds.seg[s.name], preds.sizes["seg"][s.name])
-        fig = figures.seg_sample_figure(np.asarray(read_image(s.path)), pred, read_mask(s.mask), colors,
-                                        spec.ignore_index)
+        pred, truth = masks[s.name]
+        fig = figures.seg_sample_figure(np.asarray(read_image(s.path)), pred, truth, colors, spec.ignore_index)
         out.append(f"<figure>{embed_figure(fig, 'predicted and true masks', 'sample', task='seg', image=s.name)}"
                    f"<figcaption>{escape(s.name)}</figcaption></figure>")
     return out
@@ -221,8 +226,11 @@ def render_samples(spec: DatasetSpec, split: str, preds: Predictions, tasks: tup
             f'height:0.9em;background:rgb({int(r * 255)},{int(g * 255)},{int(b * 255)});vertical-align:middle">'
             f'</span> {escape(c)}</span>' for c, (r, g, b) in zip(spec.seg_classes, figures.pick_colors(len(spec.seg_classes))))
         legend = f'<p class="note">seg colours: {swatches}; unlabelled pixels ({spec.ignore_index}) left uncoloured.</p>'
-    return ("samples", f"Samples ({split}, first {n} by name)",
-            f'<p class="note">det: boxes scoring at least {BOX_THRESHOLD}.</p>{legend}{"".join(parts)}')
+    return ("samples", f"Samples ({split}, the {n} worst of each task first)",
+            f'<p class="note">Worst first: cls, the most confident mistakes (then the least sure correct '
+            f'images); det, the most missed plus false boxes at score {BOX_THRESHOLD} or more (IoU 0.5, same '
+            f'class); seg, the lowest per-image mIoU. det: boxes scoring at least {BOX_THRESHOLD}.</p>'
+            f'{legend}{"".join(parts)}')
 
 
 def render_page(title: str, meta: list[tuple[str, str]], sections: list[Section]) -> str:

@@ -19,7 +19,7 @@ class ReportConfig:
 
     target: a run (folder or id under runs/), an ensemble spec (.yaml) or a submission folder.
     out: the HTML file; None: beside the target (see `Target.default_out`).
-    samples: images of each task in the sample grid (the first of the split, by name).
+    samples: images of each task in the sample grid (the worst of the split first).
     score_test: add the submission's test score (`workbench.score`, the sealed truth) to the table.
     """
 
