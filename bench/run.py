@@ -439,6 +439,8 @@ def main(argv=None) -> None:
     # joint training images/s at world size 1 and 2 under torchrun, one launch each (bench/torchrun_speed.py)
     several = script_stage(b, "torchrun", "bench/torchrun_speed.py",
                            ["--data", data, "--pretrained", weights(0)[3], "--repeats", "1"], "bench/TORCHRUN.md")
+    # the command line's start-up time, fresh processes (bench/startup.py)
+    startup = script_stage(b, "startup", "bench/startup.py", ["--repeats", "5"], "bench/STARTUP.md")
     tp = read_json(Path("bench/THROUGHPUT.json"))
     step_over = tp["median_s"][tp["default_cpu"]] / tp["median_s"][tp["bare"]] - 1
     search_info = (EnsembleSpec.load(spec_path).info or {}).get("search", {})
@@ -484,6 +486,9 @@ def main(argv=None) -> None:
              "## Several processes (issue 17)", "",
              "Joint lite0 training under torchrun (gloo) on this machine's cores, the same global batches "
              "(bench/torchrun_speed.py; correctness: tests/distributed/test_torchrun.py):", "", *several, "",
+             "## Command-line start-up (issue 18)", "",
+             "Wall time of a fresh `mtwb` process, median and slowest of 5 (bench/startup.py; goal: at most 1.5 s):",
+             "", *startup, "",
              "## Distillation", "", *distil, "",
              "## The searched ensemble (`mtwb ensemble search`)", "", "```", search_out.strip(), "```", "",
              "## Members against the best one on val (`mtwb ensemble compare`, paired bootstrap)", "", "```",

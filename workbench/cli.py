@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from workbench.allocator import tune_allocator
-from workbench.errors import WorkbenchError, WorkbenchWarning
+from workbench.errors import WorkbenchError, WorkbenchWarning, check_name
 from workbench.records.tasks import METRIC_COLUMNS, TASKS
 from workbench.runs_table import COLUMNS as RUN_COLUMNS
 
@@ -473,6 +473,8 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
     from workbench.ensemble.spec import equal_spec
     from workbench.records.ensemble import EnsembleSpec, FusionConfig, parse_member
     from workbench.submit import SubmitConfig, submit
+    if name is not None:
+        check_name(name)  # before any prediction: submissions/<name> stays inside submissions/
     if len(members) == 1 and members[0].endswith((".yaml", ".yml")):
         spec = EnsembleSpec.load(members[0])
         name = name or Path(members[0]).stem

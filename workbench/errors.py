@@ -40,6 +40,17 @@ class WorkbenchWarning(UserWarning):
     """Something works but is probably not what the user wants; the CLI prints it as one line."""
 
 
+def check_name(name: str, what: str = "--name") -> str:
+    """A run, submission or pseudo data set name is one folder name: no path separators, no '..', not
+    empty, not hidden, so that `runs/<name>` and `submissions/<name>` stay inside their folders."""
+    text = str(name)
+    if (not text or text in (".", "..") or text.startswith(".") or "/" in text or "\\" in text
+            or "\0" in text or text != text.strip()):
+        raise WorkbenchError(f"{what} {text!r}: a name is one folder name (letters, digits, '-', '_', '@', '.'; "
+                             "no '/', no leading '.', no surrounding spaces)")
+    return text
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """'; did you mean 'x'?' (up to three close choices), or '' when none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=3, cutoff=0.6)

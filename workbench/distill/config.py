@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workbench.errors import WorkbenchError
+from workbench.errors import WorkbenchError, check_name
 from workbench.records.ensemble import EnsembleSpec
 from workbench.runs import RUNS_DIR
 
@@ -32,3 +32,6 @@ class DistillConfig:
     device: str = "auto"
     runs_dir: str = str(RUNS_DIR)
     train: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_name(self.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from workbench.data.spec import DatasetSpec
 from workbench.ensemble.members import member_predictions, member_tasks
 from workbench.ensemble.spec import blend_spec
-from workbench.errors import SubmissionError
+from workbench.errors import SubmissionError, check_name
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
 from workbench.formats.allinone import IDS_HELP
 from workbench.io import atomic_dir, hash_file
@@ -42,6 +42,9 @@ class SubmitConfig:
     device: str = "auto"
     out_dir: str = str(SUBMISSIONS_DIR)
     image_ids: str | None = None  # a COCO image list overriding the data set's det.test_info
+
+    def __post_init__(self):
+        check_name(self.name)
 
 
 def predict_members(members: list[Member], data: str, split: str, device: str, progress: bool

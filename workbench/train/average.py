@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
-from workbench.errors import RunError
+from workbench.errors import RunError, check_name
 from workbench.io import atomic_dir
 from workbench.records.run_info import RunInfo
 from workbench.models.model import resolve_device
@@ -67,7 +67,7 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
             raise RunError(f"{path}: cannot read checkpoint ({err})") from None
     averaged = average_state_dicts(states)
 
-    run_id = name or f"{run.id}-avg{top}"
+    run_id = check_name(name or f"{run.id}-avg{top}")
     target = Path(runs_dir) / run_id
     if target.exists() and not overwrite:
         raise RunError(f"{target}: run already exists (choose another --name, or --overwrite)")

@@ -49,7 +49,7 @@ from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
 from workbench.dist import Dist
-from workbench.errors import RunError, did_you_mean
+from workbench.errors import RunError, check_name, did_you_mean
 from workbench.io import atomic_path, write_text, write_yaml
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
@@ -137,6 +137,8 @@ class TrainConfig:
     runs_dir: str = str(RUNS_DIR)
 
     def __post_init__(self):
+        if self.name is not None:
+            check_name(self.name)
         object.__setattr__(self, "tasks", tuple(self.tasks))
         for key in ("mean", "std"):
             if getattr(self, key) is not None:
