@@ -73,8 +73,10 @@ def test_corrupt_run_json_names_the_file(runs):
 
 
 def test_command_sorts_metrics_descending_and_text_ascending(runs, tmp_path):
-    data = str(tmp_path / "a" / "dataset.yaml")
-    out = invoke(["--runs-dir", str(runs), "--data", data])
+    data = tmp_path / "a" / "dataset.yaml"
+    data.parent.mkdir(exist_ok=True)
+    data.touch()
+    out = invoke(["--runs-dir", str(runs), "--data", str(data)])
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["run", "kind", "parents"]
     # score: c (0.7) > a (0.6) > b (0.5)
@@ -94,3 +96,6 @@ def test_command_json_and_errors(runs, tmp_path):
     result = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs), "--sort", "nope"])
     assert result.exit_code == 2 and "seg_miou" in result.output
     assert "no runs" in invoke(["--runs-dir", str(tmp_path / "missing")])
+    # a mistyped --data is an error, not "no runs" (exit 0)
+    result = CliRunner().invoke(main, ["runs", "--runs-dir", str(runs), "--data", str(tmp_path / "typo.yaml")])
+    assert result.exit_code == 2 and "does not exist" in result.output
