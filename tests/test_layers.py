@@ -18,7 +18,7 @@ LAYERS = [
     ["data", "metrics", "tta", "fuse"],  # core that knows no model
     ["models", "formats"],  # core on top of it
     ["runs", "runs_table"],  # run folders
-    ["train", "predict", "score"],  # stages
+    ["train", "predict", "score", "export"],  # stages
     ["ensemble"],
     ["submit", "distill", "report"],
     ["cli"],

@@ -375,12 +375,14 @@ def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overw
 @click.option("--device", default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="Autocast of the forward passes (default: the precision the run trained in).")
-def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, precision):
+@click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="onnxruntime: run the run's ONNX export (`mtwb export RUN --format onnx`) on the CPU instead.")
+def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, precision, backend):
     """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints val metrics."""
     from workbench.data.spec import DatasetSpec
     from workbench.metrics.scoring import score_predictions
     from workbench.predict import PredictConfig, compare_tta as compare, predict_run
-    config = PredictConfig(run, data_path, split, device, batch_size, tta, precision=precision)
+    config = PredictConfig(run, data_path, split, device, batch_size, tta, precision=precision, backend=backend)
     if compare_tta:
         rows = compare(config)
         click.echo(format_table(rows, "view"))
@@ -398,6 +400,20 @@ def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, pre
 
 
 # -- ensemble --------------------------------------------------------------------------------
+@main.command("export")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Model file (default: runs/RUN/export/model.onnx); "
+                                                            "its description is written beside it (.json).")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+def export_cmd(run, fmt, out, opset):
+    """Write RUN's model as one ONNX file (an input and outputs per task) and a JSON description of its
+    inputs, outputs, pre- and post-processing and classes; `mtwb predict RUN --backend onnxruntime` runs it."""
+    from workbench.export import export_run
+    path = export_run(run, fmt, out, opset)
+    click.echo(f"wrote {path} and {path.with_suffix('.json')}")
+
+
 @main.group()
 def ensemble():
     """Compare and search blends of members (RUN or RUN@TTA) on validation."""

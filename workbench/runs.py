@@ -17,6 +17,7 @@ from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 
 RUNS_DIR = Path("runs")
 WEIGHTS = "model.safetensors"
+EXPORT = Path("export") / "model.onnx"  # `mtwb export RUN --format onnx`; its description beside it, model.json
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,11 @@ class Run:
     def precision(self) -> str:
         """The autocast the run trained in (run.json; fp32 for runs made before precisions existed)."""
         return self.info.extra.get("precision", "fp32")
+
+    @property
+    def onnx(self) -> Path:
+        """Where `mtwb export` writes the run's ONNX model (its description: the same name, .json)."""
+        return self.path / EXPORT
 
     def checkpoint_hash(self) -> str:
         """sha256 of the weights file: what a prediction cache entry is tied to."""

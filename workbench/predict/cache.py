@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets
@@ -18,10 +19,11 @@ from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError
 from workbench.errors import RunError
 from workbench.fuse import blend
-from workbench.io import atomic_dir
+from workbench.io import atomic_dir, load_json
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.dist import Dist
 from workbench.models.model import describe_device, resolve_device, resolve_precision
+from workbench.models.onnx import OnnxModel
 from workbench.records import Predictions
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import TASKS
@@ -45,6 +47,7 @@ class PredictConfig:
     route: tuple[tuple[str, str], ...] | None = None  # (task, patterns) pairs: hashable
     unlabeled: str | None = None  # another folder of unlabelled images than the data set's
     precision: str | None = None  # autocast (auto, fp32, bf16, fp16); None: the one the run trained in (fp32 before)
+    backend: str = "torch"  # or "onnxruntime": run the run's ONNX export (`mtwb export RUN --format onnx`)
 
 
 def data_fingerprint(samples: dict) -> str:
@@ -56,19 +59,23 @@ def data_fingerprint(samples: dict) -> str:
     return h.hexdigest()
 
 
-def cache_dir(run: Run, split: str, tta_key: str) -> Path:
-    return run.path / "preds" / split / tta_key
+BACKENDS = ("torch", "onnxruntime")
+
+
+def cache_dir(run: Run, split: str, tta_key: str, backend: str = "torch") -> Path:
+    """runs/<run>/preds/<split>/<tta-key>/ (`<tta-key>.onnxruntime/` for the ONNX export's predictions)."""
+    return run.path / "preds" / split / (tta_key if backend == "torch" else f"{tta_key}.{backend}")
 
 
 def cache_entry(config: PredictConfig) -> Path:
     """The cache folder a prediction request reads or writes."""
-    return cache_dir(open_run(config.run), config.split, parse_tta(config.tta).key)
+    return cache_dir(open_run(config.run), config.split, parse_tta(config.tta).key, config.backend)
 
 
 def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
     """The cached predictions if the entry exists and its identity matches `expect`'s, else None
     (an unreadable meta.json too: the entry is rebuilt)."""
-    folder = cache_dir(run, expect.split, expect.tta)
+    folder = cache_dir(run, expect.split, expect.tta, expect.backend)
     try:
         meta = CacheMeta.read(folder)
     except DataError:
@@ -96,10 +103,13 @@ def prepare_request(config: PredictConfig):
                                                   cache_dir=cache_root(run.path.parent)).items()
                 if t in tasks and len(ds)}  # a task with no images of this split (unlabeled routing) is skipped
     samples = {t: ds.samples for t, ds in datasets.items()}
-    precision = resolve_precision(config.precision or run.precision,
-                                  resolve_device(config.device))
+    if config.backend not in BACKENDS:
+        raise RunError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
+    # onnxruntime runs the exported float32 graph on the CPU
+    precision = ("fp32" if config.backend == "onnxruntime"
+                 else resolve_precision(config.precision or run.precision, resolve_device(config.device)))
     expect = CacheMeta(checkpoint=run.checkpoint_hash(), split=config.split, tta=tta.key,
-                       data=data_fingerprint(samples), precision=precision)
+                       data=data_fingerprint(samples), precision=precision, backend=config.backend)
     return run, spec, tta, datasets, expect
 
 
@@ -118,7 +128,7 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
         (predictions, cache folder, True if the cache was reused).
     """
     run, spec, tta, datasets, expect = prepare_request(config)
-    folder = cache_dir(run, config.split, tta.key)
+    folder = cache_dir(run, config.split, tta.key, config.backend)
     cached = load_cached(run, expect)
     if cached is not None:
         return cached, folder, True
@@ -126,11 +136,16 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     # under torchrun each rank predicts a contiguous share of every task's images; rank 0 joins the
     # shares in rank order (the single process's image order) and writes the one cache entry
     dist = Dist.from_env(config.device)
-    device = dist.device(resolve_device(config.device))
-    model = load_model(run, device).set_precision(expect.precision)
-    if progress and (device, expect.precision) not in _ANNOUNCED:  # once per process (submit predicts many runs)
-        _ANNOUNCED.add((device, expect.precision))
-        print(f"device: {describe_device(device)}, precision {expect.precision}", flush=True)
+    if config.backend == "onnxruntime":
+        device, model = torch.device("cpu"), open_export(run)
+        described = f"onnxruntime on the CPU ({model.path})"
+    else:
+        device = dist.device(resolve_device(config.device))
+        model = load_model(run, device).set_precision(expect.precision)
+        described = f"{describe_device(device)}, precision {expect.precision}"
+    if progress and described not in _ANNOUNCED:  # once per process (submit predicts many runs)
+        _ANNOUNCED.add(described)
+        print(f"device: {described}", flush=True)
     parts = {t: dist.split(len(ds)) for t, ds in datasets.items()} if dist.active else None
     per_task, timings = predict_all(model, datasets, spec.det_category_ids, device, config.batch_size,
                                     progress and dist.main, task_views(tta), parts)
@@ -159,6 +174,21 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     if dist.active:
         dist.barrier()
     return preds, folder, False
+
+
+def open_export(run: Run) -> OnnxModel:
+    """The run's ONNX export for prediction; refused when missing or made from other weights than the run's."""
+    path = run.onnx
+    if not path.is_file():
+        raise RunError(f"{run.path}: no ONNX export (write it with `mtwb export {run.id} --format onnx`)")
+    try:
+        recorded = load_json(path.with_suffix(".json")).get("weights_sha256")
+    except DataError as e:
+        raise RunError(f"{path.with_suffix('.json')}: cannot read the export's description ({e.problem})") from None
+    if recorded != run.checkpoint_hash():
+        raise RunError(f"{path}: exported from other weights than {run.weights} (export again: "
+                       f"`mtwb export {run.id} --format onnx`)")
+    return OnnxModel(path)
 
 
 def join_shares(shares: list[Predictions]) -> Predictions:

@@ -15,7 +15,7 @@ from workbench.io import load_json, write_json
 # Bumped whenever what an entry holds changes meaning (decoding, view geometry, storage).
 CACHE_VERSION = 2
 FILE = "meta.json"
-IDENTITY = ("checkpoint", "split", "tta", "data", "cache_version", "precision")
+IDENTITY = ("checkpoint", "split", "tta", "data", "cache_version", "precision", "backend")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class CacheMeta:
     timings: dict = field(default_factory=dict)
     ms_per_image: dict = field(default_factory=dict)
     precision: str = "fp32"  # the autocast of the forward passes (fp32, bf16, fp16)
+    backend: str = "torch"  # or "onnxruntime": the run's ONNX export (`mtwb export`) ran the forward passes
 
     def identity(self) -> tuple:
         """What must match for the entry to be reused."""
@@ -68,7 +69,7 @@ class CacheMeta:
         """
         if not isinstance(d, dict):
             raise DataError(source, "meta.json is not an object")
-        d = {"precision": "fp32", **d}  # entries written before precisions existed were float32
+        d = {"precision": "fp32", "backend": "torch", **d}  # entries older than precisions / backends
         missing = [k for k in IDENTITY if k not in d]
         if missing:
             raise DataError(source, f"meta.json lacks {', '.join(missing)}")
