@@ -424,6 +424,9 @@ def main(argv=None) -> None:
     # joint training images/s at world size 1 and 2 under torchrun, one launch each (bench/torchrun_speed.py)
     several = script_stage(b, "torchrun", "bench/torchrun_speed.py",
                            ["--data", data, "--pretrained", weights(0)[3], "--repeats", "1"], "bench/TORCHRUN.md")
+    # the joint run's ONNX export in onnxruntime against PyTorch: val images/s and metrics (bench/onnx_speed.py)
+    onnx_table = script_stage(b, "onnx", "bench/onnx_speed.py", ["--run", f"{p}-joint-lite0", "--data", data],
+                              "bench/ONNX.md")
     # the command line's start-up time, fresh processes (bench/startup.py)
     startup = script_stage(b, "startup", "bench/startup.py", ["--repeats", "5"], "bench/STARTUP.md")
     tp = read_json(Path("bench/THROUGHPUT.json"))
@@ -471,6 +474,9 @@ def main(argv=None) -> None:
              "## Several processes (issue 17)", "",
              "Joint lite0 training under torchrun (gloo) on this machine's cores, the same global batches "
              "(bench/torchrun_speed.py; correctness: tests/distributed/test_torchrun.py):", "", *several, "",
+             "## ONNX export (issue 18)", "",
+             f"`mtwb export {p}-joint-lite0 --format onnx`, val predictions with each backend (bench/onnx_speed.py):",
+             "", *onnx_table, "",
              "## Command-line start-up (issue 18)", "",
              "Wall time of a fresh `mtwb` process, median and slowest of 5 (bench/startup.py; goal: at most 1.5 s):",
              "", *startup, "",
