@@ -9,6 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -192,3 +193,22 @@ def test_progress_lines_every_30_seconds_when_steps_are_slow():
 
 def test_duration():
     assert [duration(s) for s in (0, 5.4, 61, 3599, 3700)] == ["0s", "5s", "1m01s", "59m59s", "1h01m"]
+
+
+def test_tensorboard_scalars_are_the_csv_values(tiny_data, tmp_path):
+    import csv
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    proc = cli("train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--epochs", "2", "--steps-per-epoch",
+               "2", "--img-size", "32", "--batch-size", "2", "--device", "cpu", "--name", "tb", "--tensorboard",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "tb"
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    steps = list(csv.DictReader((run / "steps.csv").open()))
+    logged = [(e.step, e.value) for e in events.Scalars("train/loss_cls")]  # TensorBoard keeps float32
+    assert logged == [(int(r["step"]), float(np.float32(r["loss_cls"]))) for r in steps]
+    epochs = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [(e.step, round(e.value, 4)) for e in events.Scalars("epoch/score")] == \
+        [(int(r["epoch"]), round(float(r["score"]), 4)) for r in epochs]
+    assert len(epochs) == 2 and len(steps) == 4

@@ -2,6 +2,7 @@
 nothing written outside its folder. The start of the fault suite: names that would escape their folder."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -47,3 +48,59 @@ def test_cli_refuses_an_escaping_name_and_writes_nothing(command, tiny_data, tmp
     assert proc.stderr.strip() == ("error: --name '../../escape': a name is one folder name (letters, digits, '-', "
                                    "'_', '@', '.'; no '/', no leading '.', no surrounding spaces)")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]  # nothing written anywhere
+
+
+# -- half-made and replaced runs ----------------------------------------------------------------
+def tiny_train(tiny_data, name, *extra) -> list[str]:
+    return ["train", "joint", "--data", str(tiny_data), "--backbone", "resnet10t", "--epochs", "1", "--steps-per-epoch",
+            "2", "--img-size", "32", "--batch-size", "2", "--device", "cpu", "--name", name, *extra]
+
+
+def mtwb(args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_a_refused_run_leaves_no_folder_and_an_overwrite_keeps_the_old_run(tiny_data, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "wrong.safetensors"))  # weights of no resnet10t
+    proc = mtwb(tiny_train(tiny_data, "r", "--pretrained", "wrong.safetensors"), tmp_path)
+    assert proc.returncode == 1 and "weights do not fit resnet10t" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "runs" / "r").exists()  # refused inside the trainer: the folder it made is gone
+    assert mtwb(tiny_train(tiny_data, "r"), tmp_path).returncode == 0  # the corrected retry is not "already exists"
+    before = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir() if p.is_file()}
+    proc = mtwb(tiny_train(tiny_data, "r", "--pretrained", "wrong.safetensors", "--overwrite"), tmp_path)
+    assert proc.returncode == 1
+    after = {p.name: p.read_bytes() for p in (tmp_path / "runs" / "r").iterdir() if p.is_file()}
+    assert after == before  # the run it was to replace is back, byte for byte
+    assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".") and p.name != ".cache"] == []
+
+
+@pytest.mark.parametrize("killed_while", ["training", "building"])
+def test_resume_before_the_first_checkpoint_starts_again(tiny_data, tmp_path, killed_while):
+    import json
+    from safetensors.torch import load_file
+    assert mtwb(tiny_train(tiny_data, "whole"), tmp_path).returncode == 0
+    assert mtwb(tiny_train(tiny_data, "cut"), tmp_path).returncode == 0
+    cut = tmp_path / "runs" / "cut"
+    # what a kill before the end of the first epoch leaves: config.yaml and (once the trainer was built) run.json
+    for p in cut.iterdir():
+        if p.name not in ("config.yaml", "run.json"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if killed_while == "building":
+        (cut / "run.json").unlink()
+    else:
+        info = json.loads((cut / "run.json").read_text())
+        (cut / "run.json").write_text(json.dumps({**info, "status": "running"}))
+    proc = mtwb(["train", "--resume", "cut"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no checkpoint yet (state.pt is written at the end of the first epoch): starting again from step 0" in proc.stdout
+    whole, again = (load_file(str(tmp_path / "runs" / n / "model.safetensors")) for n in ("whole", "cut"))
+    assert set(whole) == set(again) and all(torch_equal(whole[k], again[k]) for k in whole)
+    info = json.loads((cut / "run.json").read_text())
+    assert info["status"] == "complete" and info["kind"] == "joint"
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+    return bool(torch.equal(a, b))

@@ -160,6 +160,8 @@ def recipe_options(f):
         click.option("--prefetch/--no-prefetch", default=None,
                      help="Assemble the next step's batches in a background thread (the same batches; default: on "
                           "a GPU only, on a 2-core CPU the thread slows the step, bench/THROUGHPUT.md)."),
+        click.option("--tensorboard", is_flag=True, default=False,
+                     help="Also log steps.csv and metrics.csv as TensorBoard scalars in runs/<run>/tensorboard/."),
         click.option("--seed", default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps ..."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto",
