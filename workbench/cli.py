@@ -191,26 +191,29 @@ def head_convs_option(f):
                              "det mAP50 about doubled, bench/EQUAL_BUDGET.md), or full.")(f)
 
 
-# command-line parameter -> (TrainConfig field, how its text becomes the field's value)
-def _sizes(v, base=None):
+def _sizes(v, base):
     from workbench.train.trainer import DEFAULT_SIZES
     return parse_per_task(v, base or DEFAULT_SIZES, "--img-size", shapes=True)
 
 
-def _batches(v, base=None):
+def _batches(v, base):
     from workbench.train.trainer import DEFAULT_BATCH
     return parse_per_task(v, base or DEFAULT_BATCH, "--batch-size")
 
 
+# command-line parameter -> (TrainConfig field, how its text becomes the field's value on top of the value
+# the field already has from a --config file: `--img-size det=320` keeps the file's other sizes)
 FIELD_OF = {
     "data_path": ("data", None), "img_size": ("img_size", _sizes), "batch_size": ("batch_size", _batches),
-    "task_steps": ("task_steps", lambda v: parse_task_map(v, "--task-steps", int)),
-    "loss_weights": ("loss_weights", lambda v: parse_task_map(v, "--loss-weights")),
-    "class_balance": ("class_balance", lambda v: parse_task_map(v, "--class-balance", str)),
-    "task": ("tasks", lambda v: (v,)), "tasks": ("tasks", lambda v: tuple(t.strip() for t in v.split(","))),
+    "task_steps": ("task_steps", lambda v, _: parse_task_map(v, "--task-steps", int)),
+    "loss_weights": ("loss_weights", lambda v, _: parse_task_map(v, "--loss-weights")),
+    "class_balance": ("class_balance", lambda v, _: parse_task_map(v, "--class-balance", str)),
+    "task": ("tasks", lambda v, _: (v,)), "tasks": ("tasks", lambda v, _: tuple(t.strip() for t in v.split(","))),
     "student": ("backbone", None),
 }
 NOT_FIELDS = {"config_file", "overwrite", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
+# the fields a recipe cannot start without (distill trains a joint student)
+REQUIRED = {"joint": ("data", "backbone"), "single": ("data", "backbone", "tasks"), "headft": ("data", "from_run")}
 
 
 def config_fields(ctx: click.Context, recipe: str) -> dict:
@@ -232,17 +235,13 @@ def config_fields(ctx: click.Context, recipe: str) -> dict:
             fields.update(parse_norm(value))
             continue
         field, convert = FIELD_OF.get(name, (name, None))
-        if convert in (_sizes, _batches) and value is not None:
-            value = convert(value, fields.get(field))  # cls=N on top of the file's sizes
-        elif convert is not None and value is not None:
-            value = convert(value)
+        if convert is not None and value is not None:
+            value = convert(value, fields.get(field))
         if value is not None or field not in fields:
             fields[field] = value
-    for field, option in (("data", "--data"), ("backbone", "--backbone"), ("tasks", "--task"),
-                          ("from_run", "--from")):
-        needed = field == "data" or (field == "backbone" and recipe in ("joint", "single")) or \
-            (field == "tasks" and recipe == "single") or (field == "from_run" and recipe == "headft")
-        if needed and not fields.get(field):
+    for field in REQUIRED[recipe]:
+        if not fields.get(field):  # named as this command spells it: --backbone, or distill's --student
+            option = next(p.opts[0] for p in ctx.command.params if FIELD_OF.get(p.name, (p.name,))[0] == field)
             raise click.UsageError(f"Missing option '{option}' (or a --config file that sets {field})")
     return {**{k: v for k, v in fields.items() if v is not None}, "recipe": recipe}
 
@@ -347,13 +346,11 @@ def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overw
     from workbench.distill import DistillConfig, distill
     from workbench.ensemble.spec import equal_spec
     from workbench.records.ensemble import EnsembleSpec, parse_member
+    fields = config_fields(ctx, "joint")  # a missing option before the teacher's runs are opened
     if len(teacher) == 1 and teacher[0].endswith((".yaml", ".yml")):
         spec = EnsembleSpec.load(teacher[0])
     else:
         spec = equal_spec([parse_member(m) for m in teacher])
-    fields = config_fields(ctx, "joint")
-    if not fields.get("backbone"):
-        raise click.UsageError("Missing option '--student' (or a --config file that sets backbone)")
     data_path, name, device = fields.pop("data"), fields.pop("name", None), fields.pop("device", "auto")
     config = DistillConfig(spec, data_path, name or f"student-{fields['backbone']}",
                            route=parse_task_map(route, "--route", str), unlabeled=unlabeled,

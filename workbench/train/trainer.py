@@ -483,6 +483,7 @@ class Trainer:
         prefetch = config.prefetch if config.prefetch is not None else self.device.type != "cpu"
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if prefetch else None
         self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
+        self._tb = None  # the TensorBoard writer (--tensorboard), made at the first epoch's end
         self.clock = _clock  # what a budget is measured with
         self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
         self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
@@ -735,7 +736,7 @@ class Trainer:
         self.save_state()
         self._tail_s = self.clock() - t_tail
         if progress:
-            took = time.time() - getattr(self, "_epoch_t0", t_start)
+            took = time.time() - self._epoch_t0
             losses = "  ".join(f"loss_{t} {row[f'loss_{t}']:.3f}" for t in self.tasks if row.get(f"loss_{t}") is not None)
             left = self.config.epochs - epoch
             tqdm.write(f"epoch {epoch}/{self.config.epochs}: " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
@@ -837,7 +838,7 @@ class Trainer:
         Of several processes, rank 0 alone prints; a failure of any (its own error, or a collective that
         lost a rank that died) ends each with one line saying how to resume."""
         progress = progress and self.dist.main
-        self._tb, self._tb_done = None, (len(self.rows), len(self.step_rows))  # rows before this process: logged
+        self._tb_done = (len(self.rows), len(self.step_rows))  # rows made before this process: already logged
         if progress:
             for key, cache in self.image_caches.items():
                 tqdm.write(f"image cache {key}: {cache.describe()}")
@@ -872,7 +873,7 @@ class Trainer:
 
     def close(self) -> None:
         """Stop the background batch thread (a pending step's batches are dropped); close the TensorBoard log."""
-        if getattr(self, "_tb", None) is not None:
+        if self._tb is not None:
             self._tb.close()
             self._tb = None
         if self._executor is not None:
@@ -1068,7 +1069,7 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
     info = RunInfo.read(path) if (path / "run.json").exists() else None  # none: killed while it was being built
     if info is not None and info.status == "complete":
         raise RunError(f"{path}: run is complete; nothing to resume")
-    config = TrainConfig.from_yaml_dict(TrainConfig.read_yaml(path / "config.yaml"), str(path / "config.yaml"))
+    config = TrainConfig(**TrainConfig.read_yaml(path / "config.yaml"))
     parent = RECIPES[config.recipe].open_parent(config)
     trainer = Trainer(config, path, parent)
     if not (path / STATE).exists():
