@@ -293,7 +293,7 @@ def main(argv=None) -> None:
         search_out = b.wb_run("ensemble search", search, capture=True)
         stamp_file.write_text(stamp + "\n" + search_out)
     compare_out = b.wb_run("ensemble compare", ["ensemble", "compare", *members, "--data", data, "--spec", spec_path,
-                                                "--out", f"{args.runs_dir}/{p}-compare"], capture=True)
+                                                "--out", f"{args.runs_dir}/{p}-compare.csv"], capture=True)
 
     student = f"{p}-student-lite0"
     infos[student] = b.train("distil student", student,
@@ -315,8 +315,8 @@ def main(argv=None) -> None:
     for row, sub, refs, _ in candidates:
         b.wb_run(f"submit {row}", ["submit", *refs, "--data", data, "--name", f"{p}-{sub}"])
         subs.append(f"{p}-{sub}")
-    test = json.loads(b.wb_run("score (sealed test)", ["score", *(f"submissions/{s}" for s in subs), "--data", data,
-                                                       "--json"], capture=True))
+    test = {r.pop("submission"): r for r in json.loads(b.wb_run(
+        "score (sealed test)", ["score", *(f"submissions/{s}" for s in subs), "--data", data, "--json"], capture=True))}
 
     # scoreboard
     def runs_of(refs):

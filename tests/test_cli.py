@@ -35,10 +35,13 @@ def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
     assert {p.name.split("-")[1] for p in (tmp_path / "runs" / ".cache" / "images").iterdir()} >= {"64", "64x96"}
     assert "wrote runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
     assert "reused runs/a/preds/val/none" in invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu"])
+    [record] = json.loads(invoke(["predict", "a", "--data", "data/dataset.yaml", "--device", "cpu", "--json"]))
+    assert (record["run"], record["split"], record["reused"]) == ("a", "val", True) and 0 <= record["score"] <= 1
     out = invoke(["submit", "a", "b", "--data", "data/dataset.yaml", "--name", "ab", "--device", "cpu"])
     assert [line.split()[0] for line in out.splitlines()[1:4]] == ["a", "b", "blend"]
     assert (tmp_path / "submissions" / "ab" / "ab.zip").is_file()
-    scores = json.loads(invoke(["score", "submissions/ab", "--data", "data/dataset.yaml", "--json"]))
+    [scores] = json.loads(invoke(["score", "submissions/ab", "--data", "data/dataset.yaml", "--json"]))
+    assert scores.pop("submission") == "ab" and scores.pop("convention") == "present"
     assert set(scores) == {"cls_top1", "det_map50", "seg_miou", "score"}
     mean = (scores["cls_top1"] + scores["det_map50"] + scores["seg_miou"]) / 3
     assert scores["score"] == pytest.approx(mean, abs=1e-5)
@@ -46,15 +49,18 @@ def test_whole_loop_on_tiny_images(tmp_path, monkeypatch):
     assert "mIoU: mean over all classes, a class absent from both counting 0" in out
 
     out = invoke(["ensemble", "compare", "a", "b@hflip@det+seg", "--data", "data/dataset.yaml", "--n-boot", "20",
-                  "--out", "cmp", "--device", "cpu"])
+                  "--out", "cmp/ab.csv", "--device", "cpu"])
     assert [line.split()[0] for line in out.splitlines()[1:4]] == ["a", "b@hflip@det+seg", "blend"]
-    assert (tmp_path / "cmp" / "compare.png").is_file()
+    assert (tmp_path / "cmp" / "ab.png").is_file() and (tmp_path / "cmp" / "ab.csv").is_file()
+    rows = json.loads(invoke(["ensemble", "compare", "a", "b@hflip@det+seg", "--data", "data/dataset.yaml",
+                              "--n-boot", "20", "--out", "cmp/ab.csv", "--device", "cpu", "--json"]))
+    assert [r["member"] for r in rows] == ["a", "b@hflip@det+seg", "blend"] and sum(r["best"] for r in rows) == 1
     out = invoke(["ensemble", "search", "a", "b", "b@hflip@det+seg", "--data", "data/dataset.yaml", "--rounds", "2",
                   "--out", "ensembles/e.yaml", "--device", "cpu"])
     assert "held-out" in out and (tmp_path / "ensembles" / "e.yaml").is_file()
     invoke(["submit", "ensembles/e.yaml", "--data", "data/dataset.yaml", "--format", "coco", "--device", "cpu"])
     assert (tmp_path / "submissions" / "e" / "det.json").is_file()
-    assert json.loads(invoke(["score", "submissions/e", "--data", "data/dataset.yaml", "--json"]))["score"] >= 0
+    assert json.loads(invoke(["score", "submissions/e", "--data", "data/dataset.yaml", "--json"]))[0]["score"] >= 0
 
 
 def test_errors_are_one_line_and_name_the_file(tmp_path):

@@ -79,7 +79,7 @@ def test_a_stale_or_missing_export_is_refused(run_copy, tiny_data):
     run = open_run(run_copy)
     model = load_model(run, "cpu")
     state = {k: v + 0.01 if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_weights(state, run.weights)  # the run's weights change after the export
+    save_weights(state, run.weights, run.info.run_id)  # the run's weights change after the export
     with pytest.raises(RunError, match="exported from other weights"):
         predict_run(config, progress=False)
 

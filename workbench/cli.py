@@ -14,6 +14,39 @@ from workbench.errors import WorkbenchError, WorkbenchWarning, check_name
 from workbench.records.tasks import METRIC_COLUMNS, TASKS
 from workbench.runs_table import COLUMNS as RUN_COLUMNS
 
+# One vocabulary across commands:
+#   --split   a data set split, always a choice among the splits the command can use (val first);
+#   --out     a FILE you choose for the command's main output; side files (a chart, a description) go
+#             beside it with their own suffix. A record the workbench keeps (a run, a submission) is
+#             named with --name instead and lives in runs/ or submissions/;
+#   --json    the printed table as a JSON list of records: one object per row, keys as the columns,
+#             missing values null.
+SPLIT_HELP = {"train": "the training split", "val": "labelled, not trained on", "test": "unlabelled, to submit"}
+
+
+def split_option(*choices: str):
+    """--split: a choice among `choices` (the first is the default), each explained in --help."""
+    return click.option("--split", type=click.Choice(choices), default=choices[0], show_default=True,
+                        help="Split: " + "; ".join(f"{c} ({SPLIT_HELP[c]})" for c in choices) + ".")
+
+
+def json_option(command):
+    """--json: print the table as a JSON list of records instead."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the table as a JSON list of records (one object per row, keys as the "
+                             "columns, missing values null).")(command)
+
+
+def echo_records(records: list[dict]) -> None:
+    """Print records as the JSON list every --json prints (NaN as null)."""
+    def clean(v):
+        return None if isinstance(v, float) and v != v else round(v, 6) if isinstance(v, float) else v
+    click.echo(json.dumps([{k: clean(v) for k, v in r.items()} for r in records], allow_nan=False))
+
+
+def metric_records(first: str, rows: list[tuple[str, dict]], **more) -> list[dict]:
+    """format_table's rows as records: {first: label, **more, metric: value} (metrics of METRIC_COLUMNS)."""
+    return [{first: label, **more, **{key: m.get(key) for key, _ in METRIC_COLUMNS}} for label, m in rows]
 
 
 def parse_per_task(value: str | None, default: dict[str, int], option: str, shapes: bool = False) -> dict:
@@ -366,7 +399,7 @@ def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overw
 @main.command("predict")
 @click.argument("run")
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
-@click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
+@split_option("val", "test", "train")
 @click.option("--tta", default="none", show_default=True,
               help="TTA spec, e.g. 'hflip@det+seg,scales=0.75:1:1.25,tencrop' or a preset: flip, ms, flip-ms, tencrop.")
 @click.option("--compare-tta", is_flag=True, help="Print val metrics of each view alone and of the fused views.")
@@ -376,26 +409,35 @@ def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overw
               help="Autocast of the forward passes (default: the precision the run trained in).")
 @click.option("--backend", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="onnxruntime: run the run's ONNX export (`mtwb export RUN --format onnx`) on the CPU instead.")
-def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, precision, backend):
-    """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints val metrics."""
+@json_option
+def predict_cmd(run, data_path, split, tta, compare_tta, batch_size, device, precision, backend, as_json):
+    """Predict RUN on a split (cached in runs/<run>/preds/<split>/<tta>/); prints the metrics of a labelled split."""
     from workbench.data.spec import DatasetSpec
     from workbench.metrics.scoring import score_predictions
     from workbench.predict import PredictConfig, compare_tta as compare, predict_run
     config = PredictConfig(run, data_path, split, device, batch_size, tta, precision=precision, backend=backend)
     if compare_tta:
         rows = compare(config)
+        if as_json:
+            return echo_records([{**r, **{k: v for k, v in m.items() if k.endswith("_ms")}}
+                                 for r, (_, m) in zip(metric_records("view", rows), rows)])
         click.echo(format_table(rows, "view"))
         click.echo("ms per image (views of a task run batched; a single view's time is the task's share):")
         for label, m in rows:
             click.echo(f"  {label}: " + ", ".join(f"{t} {m[f'{t}_ms']:.1f}" for t in TASKS if f"{t}_ms" in m))
         return
     preds, folder, reused = predict_run(config)
-    click.echo(f"{'reused' if reused else 'wrote'} {folder}")
-    if split == "val":
+    metrics = {}
+    if split != "test":
         from workbench.runs import open_run
         spec = DatasetSpec(data_path)
-        metrics = score_predictions(preds, spec.ground_truth("val"), tasks=open_run(run).tasks)
-        click.echo(format_table([(Path(run).name, metrics)], "val"))
+        metrics = score_predictions(preds, spec.ground_truth(split), tasks=open_run(run).tasks)
+    if as_json:
+        return echo_records(metric_records("run", [(Path(run).name, metrics)], split=split, folder=str(folder),
+                                           reused=reused))
+    click.echo(f"{'reused' if reused else 'wrote'} {folder}")
+    if metrics:
+        click.echo(format_table([(Path(run).name, metrics)], split))
 
 
 # -- ensemble --------------------------------------------------------------------------------
@@ -421,41 +463,45 @@ def ensemble():
 @ensemble.command("compare")
 @click.argument("members", nargs=-1, required=True)
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
-@click.option("--split", default="val", show_default=True)
+@split_option("val", "train")
 @click.option("--n-boot", default=500, show_default=True, help="Bootstrap resamples of the images.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder for compare.csv and compare.png "
-              "(default: ensembles/compare-<time>).")
+@click.option("--out", type=click.Path(dir_okay=False), help="CSV file of the table; its bar chart is written beside it "
+              "(.png). Default: ensembles/compare-<time>.csv.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--spec", "spec_files", multiple=True, type=click.Path(dir_okay=False),
               help="An ensemble spec (e.g. from `ensemble search`) to add as a row; repeatable.")
-def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out_dir, device, spec_files):
+@json_option
+def ensemble_compare_cmd(members, data_path, split, n_boot, seed, out, device, spec_files, as_json):
     """Score each member and their equal-weight blend (and any --spec blend), with 95% bootstrap
     intervals of the difference from the best member; save a CSV and a bar chart."""
     from datetime import datetime
     from workbench.ensemble.compare import compare_members
     from workbench.records.ensemble import EnsembleSpec, parse_member
-    out_dir = Path(out_dir or f"ensembles/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    out = Path(out or f"ensembles/compare-{datetime.now().strftime('%Y%m%d-%H%M%S')}.csv")
     specs = {Path(f).stem: EnsembleSpec.load(f) for f in spec_files}
-    result = compare_members([parse_member(m) for m in members], data_path, split, n_boot, seed, device, out_dir,
-                             progress=True, specs=specs)
+    result = compare_members([parse_member(m) for m in members], data_path, split, n_boot, seed, device, out,
+                             progress=not as_json, specs=specs)
+    if as_json:
+        return echo_records(result.records())
     click.echo(result.to_table())
-    click.echo(f"wrote {out_dir}/compare.csv and compare.png")
+    click.echo(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 @ensemble.command("search")
 @click.argument("members", nargs=-1, required=True)
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
+@split_option("val")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the spec (ensembles/NAME.yaml).")
 @click.option("--rounds", default=10, show_default=True, help="Greedy additions per task (with replacement).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the split of val into search / held-out halves.")
 @click.option("--no-fusion-search", is_flag=True, help="Keep WBF at IoU 0.55 instead of searching the box fusion.")
 @click.option("--device", default="auto", show_default=True)
-def ensemble_search_cmd(members, data_path, out, rounds, seed, no_fusion_search, device):
+def ensemble_search_cmd(members, data_path, split, out, rounds, seed, no_fusion_search, device):
     """Choose per-task members, weights and box fusion on val; write an ensemble spec."""
     from workbench.records.ensemble import parse_member
     from workbench.ensemble.search import SearchConfig, search_ensemble
-    spec = search_ensemble(SearchConfig(tuple(parse_member(m) for m in members), data_path, "val", rounds, seed,
+    spec = search_ensemble(SearchConfig(tuple(parse_member(m) for m in members), data_path, split, rounds, seed,
                                         not no_fusion_search, device), progress=True)
     spec.save(out)
     for task, tb in spec.tasks.items():
@@ -514,7 +560,7 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
 @main.command("score")
 @click.argument("submissions", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @click.option("--convention", type=click.Choice(["present", "organisers"]), default="present", show_default=True,
               help="mIoU over the classes present in truth or prediction, or over all classes with absent ones "
                    "counting 0 (the organisers' scorer).")
@@ -524,9 +570,7 @@ def score_cmd(submissions, data_path, as_json, convention):
     from workbench.score import score_submission
     results = [(Path(s).name, score_submission(s, data_path, miou=convention)) for s in submissions]
     if as_json:
-        payload = {k: round(v, 6) for k, v in results[0][1].items()} if len(results) == 1 else \
-            {name: {k: round(v, 6) for k, v in r.items()} for name, r in results}
-        click.echo(json.dumps(payload))
+        echo_records(metric_records("submission", results, convention=convention))
     else:
         click.echo(format_table(results, "test"))
         click.echo(f"mIoU: {MIOU_CONVENTIONS[convention]} (--convention {convention})")
@@ -540,13 +584,13 @@ def score_cmd(submissions, data_path, as_json, convention):
               help="Only runs trained on this dataset.yaml.")
 @click.option("--sort", "sort_by", type=click.Choice(RUN_COLUMNS), default="score", show_default=True,
               help="Column to sort by (metrics: best first).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of records instead of a table.")
+@json_option
 def runs_cmd(runs_dir, data_path, sort_by, as_json):
     """List the runs with their best val metrics, kind, parents and status."""
     from workbench.runs_table import collect_runs, format_runs, sort_runs, table_records
     table = sort_runs(collect_runs(Path(runs_dir), data_path), sort_by)
     if as_json:
-        click.echo(json.dumps(table_records(table), allow_nan=False))
+        echo_records(table_records(table))
     elif table.empty:
         click.echo(f"no runs in {runs_dir}" + (f" on {data_path}" if data_path else ""))
     else:
@@ -558,7 +602,7 @@ def runs_cmd(runs_dir, data_path, sort_by, as_json):
 @click.option("--data", "data_path", required=True, type=click.Path(dir_okay=False), help="dataset.yaml")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="HTML file (default: runs/NAME/report.html, ensembles/NAME.html, submissions/NAME/report.html).")
-@click.option("--split", type=click.Choice(["val", "train"]), default="val", show_default=True)
+@split_option("val", "train")
 @click.option("--samples", default=6, show_default=True, type=click.IntRange(min=0),
               help="Sample images per task, the worst first (confident mistakes, missed and false boxes, lowest IoU).")
 @click.option("--score", "score_test", is_flag=True,

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from workbench.errors import RunError, did_you_mean
 from workbench.io import atomic_path, hash_file
-from workbench.models.model import ModelConfig, MultiTaskModel
+from workbench.models.model import ModelConfig, MultiTaskModel, check_finite
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 
 RUNS_DIR = Path("runs")
@@ -75,12 +76,44 @@ def open_run(ref: str | Path, runs_dir: Path = RUNS_DIR) -> Run:
     return Run(path, info)
 
 
-def save_weights(model: torch.nn.Module | dict, path: Path) -> None:
-    """Write a model's (or a state dict's) tensors as safetensors, atomically."""
+def check_classes(run: Run, lists: dict[str, list], data: str | Path) -> None:
+    """Refuse to use `run` on a data set whose class lists (`DatasetSpec.class_lists`) differ from those
+    it trained with (run.json "classes"; runs from before it was recorded are not checked).
+
+    Raises:
+        RunError: naming the run, the task, the first position that differs and both values.
+    """
+    trained = run.info.extra.get("classes") or {}
+    for task in run.tasks:
+        if task not in trained or task not in lists:
+            continue
+        ours, theirs = [tuple(x) if isinstance(x, list) else x for x in trained[task]], \
+            [tuple(x) if isinstance(x, list) else x for x in lists[task]]
+        if ours == theirs:
+            continue
+        what = "category (id, name)" if task == "det" else "class"
+        if len(ours) != len(theirs):
+            detail = f"{len(ours)} {what}s trained, {len(theirs)} in the data set"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+            detail = f"{what} {i} is {ours[i]!r} in the run, {theirs[i]!r} in the data set"
+        raise RunError(f"run '{run.id}' was trained on other {task} classes than {data} has ({detail}); "
+                       "its outputs would be read as the wrong classes")
+
+
+def save_weights(model: torch.nn.Module | dict, path: Path, run_id: str) -> None:
+    """Write a model's (or a state dict's) tensors as safetensors, atomically, marked (in the file's
+    metadata) as the weights of `run_id`: a run refuses to load weights marked as another run's."""
     state = model if isinstance(model, dict) else model.state_dict()
     state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata={"run": run_id})
+
+
+def weights_owner(path: Path) -> str | None:
+    """The run id a weights file was written for (None: written before files were marked)."""
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("run")
 
 
 def load_model(run: Run, device: torch.device) -> MultiTaskModel:
@@ -89,9 +122,14 @@ def load_model(run: Run, device: torch.device) -> MultiTaskModel:
     config = run.model_config()
     model = MultiTaskModel(ModelConfig(**{**config.__dict__, "pretrained": None}))
     try:
+        owner = weights_owner(run.weights)
         state = load_file(str(run.weights))
     except Exception as e:
         raise RunError(f"{run.weights}: cannot read weights ({e})") from None
+    if owner is not None and owner != run.info.run_id:
+        raise RunError(f"{run.weights}: these are the weights of run '{owner}', not of run '{run.info.run_id}' "
+                       "(copied over?); put the run's own model.safetensors back or retrain it")
+    check_finite(state, run.weights)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RunError(f"{run.weights}: weights do not fit the model "

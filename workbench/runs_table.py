@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from workbench.errors import RunError
+from workbench.io import hash_file
 from workbench.records.tasks import METRICS as METRIC_KEYS, SCORE
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 
@@ -50,9 +51,16 @@ def build_run_row(run_dir: Path, info: RunInfo) -> dict:
             "wall_time_s": math.nan if wall is None else float(wall), "created": info.created or None}
 
 
-def uses_data(info: RunInfo, data: Path) -> bool:
-    """True when run.json's "data" names the same file as `data` (an already resolved path)."""
-    return bool(info.data) and Path(info.data).resolve() == data
+def uses_data(info: RunInfo, data: Path, sha256: str | None) -> bool:
+    """True when run.json's "data" names the same file as `data` (an already resolved path), or names a
+    file that is gone while the run recorded the same dataset.yaml content (`sha256`): the data set's
+    folder was moved or renamed since the run trained."""
+    if not info.data:
+        return False
+    recorded = Path(info.data)
+    if recorded.resolve() == data:
+        return True
+    return sha256 is not None and not recorded.is_file() and info.extra.get("data_sha256") == sha256
 
 
 def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
@@ -63,7 +71,8 @@ def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
 
     Args:
         runs_dir: the folder holding run folders; a missing folder gives an empty table.
-        data: keep only runs whose run.json "data" resolves to this dataset.yaml.
+        data: keep only runs trained on this dataset.yaml (`uses_data`: the same path, or the same
+            content where the recorded path is gone).
     Returns:
         One row per run in folder-name order, columns COLUMNS; metric columns are floats, NaN
         where the run does not report the metric (single-task runs, runs without a best epoch yet).
@@ -72,6 +81,7 @@ def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
 
     runs_dir = Path(runs_dir)
     wanted = Path(data).resolve() if data is not None else None
+    wanted_sha = hash_file(wanted) if wanted is not None and wanted.is_file() else None
     folders = sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
         if runs_dir.is_dir() else []
     rows = []
@@ -79,7 +89,7 @@ def collect_runs(runs_dir: Path, data: str | None = None) -> pd.DataFrame:
         if not (folder / RUN_FILE).is_file():
             continue
         info = RunInfo.read(folder)
-        if wanted is None or uses_data(info, wanted):
+        if wanted is None or uses_data(info, wanted, wanted_sha):
             rows.append(build_run_row(folder, info))
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     float_columns = [*METRICS, "wall_time_s"]

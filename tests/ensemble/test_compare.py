@@ -18,7 +18,7 @@ METRICS = ("cls_top1", "det_map50", "seg_miou", "score")
 
 def test_compare_on_tiny_data(tiny_run, tiny_data, tmp_path):
     members = [Member(str(tiny_run)), Member(str(tiny_run), "hflip@det+seg")]
-    result = compare_members(members, str(tiny_data), n_boot=50, seed=1, device="cpu", out_dir=tmp_path)
+    result = compare_members(members, str(tiny_data), n_boot=50, seed=1, device="cpu", out=tmp_path / "compare.csv")
     labels = [m.label for m in members] + ["blend"]
     assert [r.label for r in result.rows] == labels
 
@@ -41,7 +41,7 @@ def test_compare_on_tiny_data(tiny_run, tiny_data, tmp_path):
 
     with open(tmp_path / "compare.csv") as f:
         lines = list(csv.DictReader(f))
-    assert [line["label"] for line in lines] == labels
+    assert [line["member"] for line in lines] == labels
     assert [line["best"] for line in lines].count("1") == 1
     blend_line = lines[2]
     assert float(blend_line["score"]) == pytest.approx(result.rows[2].metrics["score"], abs=1e-6)

@@ -66,7 +66,7 @@ def test_eval_uses_the_tasks_statistics_and_a_multi_task_call_equals_single_ones
 def test_statistics_are_saved_and_loaded_with_the_weights(tmp_path):
     m = model("task").train()
     m(crops(), tasks=("cls",))
-    save_weights(m, tmp_path / "w.safetensors")  # safetensors refuses tensors sharing memory: none do
+    save_weights(m, tmp_path / "w.safetensors", "w")  # safetensors refuses tensors sharing memory: none do
     from safetensors.torch import load_file
     state = load_file(str(tmp_path / "w.safetensors"))
     assert torch.equal(state["task_stats.cls.mean_0"], m.task_stats["cls"].mean_0)

@@ -526,6 +526,15 @@ class DatasetSpec:
     def det_category_ids(self) -> list[int]:
         return [int(c["id"]) for c in self.det_categories]
 
+    def class_lists(self, tasks=TASKS) -> dict[str, list]:
+        """What a model's outputs mean, per task of `tasks` the data set has: cls and seg class names in
+        index order, det [category id, name] pairs in id order. Recorded in run.json at training; a run
+        is refused on a data set whose lists differ (`workbench.runs.check_classes`)."""
+        lists = {"cls": lambda: list(self.cls_classes or []),
+                 "det": lambda: [[int(c["id"]), str(c.get("name", ""))] for c in self.det_categories],
+                 "seg": lambda: list(self.seg_classes or [])}
+        return {t: lists[t]() for t in TASKS if t in tasks and t in self.tasks}
+
     # -- splits ----------------------------------------------------------------------------
     def cls_labels(self, split: str) -> Iterator[tuple[Path, str]] | None:
         """(image, class name) of every image of a labelled cls split, in the files' order.

@@ -72,6 +72,19 @@ class CompareResult:
                 return r
         raise KeyError(label)
 
+    def records(self) -> list[dict]:
+        """One dict per row: member, best (bool), each metric, its difference from the best member and
+        that difference's interval (`<metric>_diff`, `_diff_low`, `_diff_high`); NaN where a row does
+        not serve a task. The CSV's lines and `--json`'s objects."""
+        best = self.row(self.best)
+        out = []
+        for r in self.rows:
+            record = {"member": r.label, "best": r.label == self.best, **{m: r.metrics[m] for m in COLUMNS}}
+            for m in COLUMNS:
+                record.update({f"{m}_diff": r.diff(best, m), f"{m}_diff_low": r.ci[m][0], f"{m}_diff_high": r.ci[m][1]})
+            out.append(record)
+        return out
+
     def to_table(self) -> str:
         """Aligned text: label, Top-1, mAP50, mIoU, score, and score diff [low, high] from the best member."""
         best = self.row(self.best)
@@ -92,7 +105,7 @@ class CompareResult:
 
 
 def compare_members(members: list[Member], data: str, split: str = "val", n_boot: int = 1000, seed: int = 0,
-                    device: str = "auto", out_dir: Path | None = None, progress: bool = False,
+                    device: str = "auto", out: Path | None = None, progress: bool = False,
                     specs: dict | None = None) -> CompareResult:
     """Score each member and their equal-weight blend on a labelled split, with bootstrap intervals.
 
@@ -114,9 +127,9 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
             ~75 boxes each on one CPU core; cls and seg are negligible).
         seed: seed of the resamples (same seed, same intervals).
         device: "auto", "cpu", "cuda", ... for members that must be predicted.
-        out_dir: when given, `compare.csv` (one line per row: metrics, differences from the best
-            member, interval bounds) and `compare.png` (grouped bars per metric with the intervals)
-            are written there atomically.
+        out: when given, a CSV file written there (one line per row, `CompareResult.records`) and
+            its bar chart beside it with suffix .png (grouped bars per metric with the intervals),
+            both atomically.
         progress: show a progress bar while a member has to be predicted.
         specs: label -> EnsembleSpec (e.g. a searched blend): one more row each, after the blend; every
             member of a spec must be among `members`.
@@ -182,9 +195,9 @@ def compare_members(members: list[Member], data: str, split: str = "val", n_boot
               for m in COLUMNS}
         rows.append(CompareRow(label, {m: float(values[m][r]) for m in COLUMNS}, ci))
     result = CompareResult(rows, labels[best], split, n_boot, seed, LEVEL, {t: len(n) for t, n in names.items()})
-    if out_dir is not None:
-        write_compare_csv(result, Path(out_dir) / "compare.csv")
-        write_compare_png(result, Path(out_dir) / "compare.png")
+    if out is not None:
+        write_compare_csv(result, Path(out))
+        write_compare_png(result, Path(out).with_suffix(".png"))
     return result
 
 
@@ -236,16 +249,13 @@ def task_resamples(task: str, material, truth: GroundTruth, idx: np.ndarray) -> 
 def write_compare_csv(result: CompareResult, path: Path) -> None:
     """One line per row: label, best (0/1), each metric, its difference from the best member and the
     interval bounds of that difference (`<metric>_diff_low`, `<metric>_diff_high`)."""
-    best = result.row(result.best)
+    records = result.records()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["label", "best", *COLUMNS]
-                    + [f"{m}_{part}" for m in COLUMNS for part in ("diff", "diff_low", "diff_high")])
-    for r in result.rows:
-        cells = [r.label, int(r.label == result.best), *(f"{r.metrics[m]:.6f}" for m in COLUMNS)]
-        for m in COLUMNS:
-            cells += [f"{r.diff(best, m):.6f}", f"{r.ci[m][0]:.6f}", f"{r.ci[m][1]:.6f}"]
-        writer.writerow(cells)
+    writer.writerow(records[0])
+    for record in records:
+        writer.writerow([int(v) if isinstance(v, bool) else f"{v:.6f}" if isinstance(v, float) else v
+                         for v in record.values()])
     with atomic_path(path) as tmp:
         tmp.write_text(buf.getvalue())
 

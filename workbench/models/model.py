@@ -85,6 +85,19 @@ class TaskNormStats(nn.Module):
         return getattr(self, f"mean_{i}"), getattr(self, f"var_{i}"), getattr(self, f"count_{i}")
 
 
+def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights holding NaN or infinity, naming the file and the first such tensor.
+
+    Raises:
+        RunError: a floating-point tensor with a non-finite value.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise RunError(f"{path}: tensor '{name}' holds {bad} non-finite value(s) (NaN or inf): the weights are "
+                           "broken, not the settings used to load them")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A weights file as a state dict: safetensors, or a torch file loaded with weights_only=True
     (a {"state_dict": ...}, {"model": ...} or {"state_dict_ema": ...} wrapper is unwrapped)."""
@@ -93,8 +106,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise RunError(f"{path}: cannot read weights ({str(e).splitlines()[0]})") from None
     for key in ("state_dict_ema", "state_dict", "model"):
@@ -102,6 +116,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RunError(f"{path}: not a state dict of tensors")
+    check_finite(state, path)
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

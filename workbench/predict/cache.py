@@ -7,6 +7,7 @@ probabilities, weighted boxes fusion, mean segmentation probabilities) before th
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -16,8 +17,7 @@ import torch
 from workbench.data.image_cache import cache_root
 from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
-from workbench.errors import DataError
-from workbench.errors import RunError
+from workbench.errors import DataError, RunError, WorkbenchWarning
 from workbench.fuse import blend
 from workbench.io import atomic_dir, load_json
 from workbench.models.inference import merge_tasks, predict_all
@@ -27,7 +27,7 @@ from workbench.models.onnx import OnnxModel
 from workbench.records import Predictions
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import TASKS
-from workbench.runs import Run, load_model, open_run
+from workbench.runs import Run, check_classes, load_model, open_run
 from workbench.tta.spec import TTASpec, parse_tta
 
 
@@ -73,16 +73,36 @@ def cache_entry(config: PredictConfig) -> Path:
 
 
 def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
-    """The cached predictions if the entry exists and its identity matches `expect`'s, else None
-    (an unreadable meta.json too: the entry is rebuilt)."""
+    """The cached predictions if the entry exists and its identity matches `expect`'s, else None.
+
+    A damaged entry (meta.json or an array file unreadable, truncated or missing, an image missing
+    from its arrays) is predicted again, with a one-line warning naming the entry and the problem.
+    """
     folder = cache_dir(run, expect.split, expect.tta, expect.backend)
+    if not folder.is_dir():
+        return None
     try:
         meta = CacheMeta.read(folder)
-    except DataError:
+    except DataError as e:
+        warnings.warn(f"{folder}: damaged prediction cache entry ({e.problem}); predicting again", WorkbenchWarning)
         return None
     if meta.identity() != expect.identity():
         return None
-    return Predictions.load(folder, meta.sizes)
+    try:
+        preds = Predictions.load(folder, meta.sizes)
+    except Exception as e:  # a truncated or foreign npz: zipfile, numpy and OS errors alike
+        warnings.warn(f"{folder}: damaged prediction cache entry ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                      "predicting again", WorkbenchWarning)
+        return None
+    for task in meta.tasks:
+        have = getattr(preds, task)
+        missing = [n for n in meta.images.get(task, []) if n not in have]
+        if missing:
+            warnings.warn(f"{folder}: damaged prediction cache entry ({task}: {len(missing)} of "
+                          f"{len(meta.images[task])} images missing, e.g. {missing[0]}); predicting again",
+                          WorkbenchWarning)
+            return None
+    return preds
 
 
 def fuse_views(per_task: dict[str, list[Predictions]]) -> Predictions:
@@ -97,6 +117,7 @@ def prepare_request(config: PredictConfig):
         raise RunError(f"unknown split {config.split!r} (train, val, test or unlabeled)")
     run = open_run(config.run)
     spec = DatasetSpec(config.data, dict(config.route) if config.route is not None else None, config.unlabeled)
+    check_classes(run, spec.class_lists(run.tasks), spec.path)
     tta = parse_tta(config.tta)
     tasks = run.tasks
     datasets = {t: ds for t, ds in build_datasets(spec, config.split, run.info.img_size,

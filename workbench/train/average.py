@@ -83,9 +83,10 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    best={"epoch": None, "source": f"mean of top {top}", **{k: round(v, 5) for k, v in metrics.items()}},
                    wall_time_s=0.0, averaged=[{"epoch": e["epoch"], "score": e["score"]} for e in chosen],
-                   extra={"precision": model.precision})
+                   extra={"precision": model.precision,
+                          **{k: run.info.extra[k] for k in ("classes", "data_sha256") if k in run.info.extra}})
     with atomic_dir(target) as tmp:
-        save_weights(model, tmp / WEIGHTS)
+        save_weights(model, tmp / WEIGHTS, run_id)
         info.write(tmp)
         shutil.copy2(run.path / "config.yaml", tmp / "config.yaml")
     return target

@@ -18,7 +18,7 @@ from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
 from workbench.records.tasks import METRICS
 from workbench.models.model import ModelConfig, MultiTaskModel
-from workbench.runs import Run, load_model, open_run, save_weights
+from workbench.runs import WEIGHTS, Run, load_model, open_run, save_weights
 
 if TYPE_CHECKING:
     from workbench.train.trainer import Trainer, TrainConfig
@@ -85,7 +85,7 @@ class Recipe:
 
     def keep_best(self, trainer: Trainer, model: MultiTaskModel) -> None:
         """`model` (the raw or the EMA weights) has just reached the best val score of the run."""
-        save_weights(model, trainer.run_dir / "model.safetensors")
+        save_weights(model, trainer.run_dir / WEIGHTS, trainer.run_dir.name)
 
     def keep_task_best(self, trainer: Trainer, task: str, model: MultiTaskModel) -> None:
         """`model` has just reached the best val metric of `task`."""
@@ -162,7 +162,7 @@ class HeadFineTune(Recipe):
         state = dict(trainer.model.state_dict())
         for t, head in trainer.head_states.items():
             state.update({f"heads.{t}.{k}": v for k, v in head.items()})
-        save_weights(state, trainer.run_dir / "model.safetensors")
+        save_weights(state, trainer.run_dir / WEIGHTS, trainer.run_dir.name)
         metrics = {METRICS[t]: trainer.task_best[t]["value"] for t in trainer.tasks}
         metrics["score"] = float(np.mean(list(metrics.values())))
         trainer.best = {"score": metrics["score"], "source": "per-task heads",

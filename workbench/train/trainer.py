@@ -51,7 +51,7 @@ from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
 from workbench.dist import Dist
 from workbench.errors import RunError, check_name, did_you_mean
-from workbench.io import atomic_path, write_text, write_yaml
+from workbench.io import atomic_path, hash_file, write_text, write_yaml
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
@@ -760,7 +760,7 @@ class Trainer:
             candidates.append(("ema", self.ema.module, ema_metrics))
             if ema_metrics["score"] > self.best_ema:
                 self.best_ema = ema_metrics["score"]
-                save_weights(self.ema.module, self.run_dir / "ema.safetensors")
+                save_weights(self.ema.module, self.run_dir / "ema.safetensors", self.run_dir.name)
         row["lr"] = self.scheduler.get_last_lr()[0]
         self.wall += time.time() - t_start
         row["time_s"] = round(self.wall, 1)
@@ -785,7 +785,7 @@ class Trainer:
         ranked = sorted(self.checkpoints + [entry], key=lambda e: (-e["score"], e["epoch"]))
         keep, drop = ranked[:self.config.keep_top], ranked[self.config.keep_top:]
         if entry in keep:
-            save_weights(self.model, self.run_dir / entry["file"])
+            save_weights(self.model, self.run_dir / entry["file"], self.run_dir.name)
         for e in drop:
             (self.run_dir / e["file"]).unlink(missing_ok=True)
         self.checkpoints = keep
@@ -1055,6 +1055,7 @@ def start(trainer: Trainer, spec: DatasetSpec, parent: Run | None, kind: str | N
             model=trainer.model.config.to_dict(), img_size=dict(config.img_size),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             extra={**(notes or {}), **trainer.cache_notes(), "precision": trainer.precision,
+                   "classes": spec.class_lists(trainer.tasks), "data_sha256": hash_file(spec.path),
                    **({"world_size": dist.world} if dist.active else {})}).write(run_dir)
     return trainer.run(progress)
 
