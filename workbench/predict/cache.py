@@ -20,6 +20,7 @@ from workbench.data.spec import DatasetSpec
 from workbench.errors import DataError, RunError, WorkbenchWarning
 from workbench.fuse import blend
 from workbench.io import atomic_dir, load_json
+from workbench.locks import clean_leftovers, holding
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.dist import Dist
 from workbench.models.model import describe_device, resolve_device, resolve_precision
@@ -84,16 +85,21 @@ def load_cached(run: Run, expect: CacheMeta) -> Predictions | None:
     try:
         meta = CacheMeta.read(folder)
     except DataError as e:
-        warnings.warn(f"{folder}: damaged prediction cache entry ({e.problem}); predicting again", WorkbenchWarning)
+        warnings.warn(f"{folder}: damaged prediction cache entry ({Path(e.path).name}: {e.problem}); predicting again",
+                      WorkbenchWarning)
         return None
     if meta.identity() != expect.identity():
         return None
-    try:
-        preds = Predictions.load(folder, meta.sizes)
-    except Exception as e:  # a truncated or foreign npz: zipfile, numpy and OS errors alike
-        warnings.warn(f"{folder}: damaged prediction cache entry ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                      "predicting again", WorkbenchWarning)
-        return None
+    parts = []
+    for task in TASKS:
+        try:
+            parts.append(Predictions.load(folder, meta.sizes, tasks=(task,)))
+        except Exception as e:  # a truncated or foreign npz: zipfile, numpy and OS errors alike
+            first = (str(e).splitlines() or [""])[0]
+            warnings.warn(f"{folder}: damaged prediction cache entry ({task}.npz: {type(e).__name__}: {first}); "
+                          "predicting again", WorkbenchWarning)
+            return None
+    preds = merge_tasks(*parts)
     for task in meta.tasks:
         have = getattr(preds, task)
         missing = [n for n in meta.images.get(task, []) if n not in have]
@@ -153,10 +159,20 @@ def predict_run(config: PredictConfig, progress: bool = True) -> tuple[Predictio
     cached = load_cached(run, expect)
     if cached is not None:
         return cached, folder, True
+    dist = Dist.from_env(config.device)
+    if not dist.main:
+        return _predict(config, run, spec, tta, datasets, expect, folder, dist, progress)
+    # one process computes an entry at a time: a second is refused naming the first (not both writing)
+    with holding(folder.with_name(f".{folder.name}.lock"), f"prediction of {run.id} ({config.split}, {tta.key})"):
+        clean_leftovers(folder.parent, folder.name)  # temporary folders of killed predictions
+        return _predict(config, run, spec, tta, datasets, expect, folder, dist, progress)
 
+
+def _predict(config: PredictConfig, run: Run, spec: DatasetSpec, tta: TTASpec, datasets: dict, expect: CacheMeta,
+             folder: Path, dist: Dist, progress: bool) -> tuple[Predictions, Path, bool]:
+    """Predict a request prepared by `prepare_request` and write its cache entry (`predict_run`)."""
     # under torchrun each rank predicts a contiguous share of every task's images; rank 0 joins the
     # shares in rank order (the single process's image order) and writes the one cache entry
-    dist = Dist.from_env(config.device)
     if config.backend == "onnxruntime":
         device, model = torch.device("cpu"), open_export(run)
         described = f"onnxruntime on the CPU ({model.path})"

@@ -52,6 +52,7 @@ from workbench.data.spec import DatasetSpec
 from workbench.dist import Dist
 from workbench.errors import RunError, check_name, did_you_mean
 from workbench.io import atomic_path, hash_file, write_text, write_yaml
+from workbench.locks import LOCK, Lock, acquire, clean_leftovers
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
@@ -484,6 +485,7 @@ class Trainer:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="batches") if prefetch else None
         self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
         self._tb = None  # the TensorBoard writer (--tensorboard), made at the first epoch's end
+        self.lock: Lock | None = None  # the run folder's lock (workbench.locks), held while this process trains it
         self.clock = _clock  # what a budget is measured with
         self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
         self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
@@ -876,6 +878,9 @@ class Trainer:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -979,25 +984,35 @@ def _run_id(config: TrainConfig) -> str:
     return config.name or "-".join(x for x in parts if x)
 
 
-def make_run_dir(config: TrainConfig, overwrite: bool) -> tuple[Path, Path | None]:
-    """(the new run folder, the run it replaces moved aside or None). With --overwrite the old run is kept
-    aside until the new run's trainer is built: a refusal then (weights that do not fit, a broken image)
-    puts it back (`abandon_run_dir`) instead of losing it."""
+def make_run_dir(config: TrainConfig, overwrite: bool) -> tuple[Path, Path | None, Lock]:
+    """(the new run folder, the run it replaces moved aside or None, the new folder's lock, held for
+    training). With --overwrite the old run is kept aside until the new run's trainer is built: a
+    refusal then (weights that do not fit, a broken image) puts it back (`abandon_run_dir`) instead of
+    losing it. A run that another live process trains (or replaces) is refused, naming that process."""
     path = Path(config.runs_dir) / _run_id(config)
     aside = None
     if path.exists():
         if not overwrite:
             raise RunError(f"{path}: run already exists (choose another --name, or --overwrite, or resume it)")
+        acquire(path / LOCK, "training")  # refused while another process trains it
         aside = path.with_name(f".{path.name}.replaced-{os.getpid()}")
         os.replace(path, aside)
-    path.mkdir(parents=True)
-    return path, aside
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:  # another process made it since
+        if aside is not None:
+            os.replace(aside, path)
+        raise RunError(f"{path}: run already exists (made by another process just now)") from None
+    lock = acquire(path / LOCK, "training")
+    clean_leftovers(path.parent, path.name)  # what killed writers of this name left (not our `aside`)
+    return path, aside, lock
 
 
 def abandon_run_dir(path: Path, aside: Path | None) -> None:
     """Remove a run folder whose run never started; the run it was to replace comes back."""
     shutil.rmtree(path, ignore_errors=True)
     if aside is not None:
+        (aside / LOCK).unlink(missing_ok=True)  # our lock on it
         os.replace(aside, path)
 
 
@@ -1020,10 +1035,10 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
     check_backbone(config.backbone)  # and so is a backbone name timm does not know
     dist = Dist.from_env(config.device)
     # several processes (torchrun): rank 0 makes the run folder and writes everything in it
-    made, aside = None, None
+    made, aside, lock = None, None, None
     if dist.main:
         try:
-            made, aside = make_run_dir(config, overwrite)
+            made, aside, lock = make_run_dir(config, overwrite)
         except RunError as e:
             made = e.args[0] if e.args else str(e)
     made = dist.broadcast(made)
@@ -1038,6 +1053,7 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
         if dist.main:
             abandon_run_dir(run_dir, aside)
         raise
+    trainer.lock = lock  # released when training ends, however it ends
     if aside is not None:
         shutil.rmtree(aside)
     return start(trainer, spec, parent, kind, parents, notes, progress)
@@ -1072,7 +1088,15 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
         raise RunError(f"{path}: run is complete; nothing to resume")
     config = TrainConfig(**TrainConfig.read_yaml(path / "config.yaml"))
     parent = RECIPES[config.recipe].open_parent(config)
-    trainer = Trainer(config, path, parent)
+    dist = Dist.from_env(config.device)
+    lock = acquire(path / LOCK, "training") if dist.main else None  # refused while another process trains it
+    try:
+        trainer = Trainer(config, path, parent, dist)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    trainer.lock = lock
     if not (path / STATE).exists():
         # killed before its first checkpoint: nothing was kept, so it starts again from step 0 (the same
         # seed: the run it ends as is the one that was never interrupted)
