@@ -72,16 +72,22 @@ def test_errors_are_one_line_and_name_the_file(tmp_path):
 
 
 def test_warnings_are_one_line(tiny_data, tmp_path):
-    # a submission in the earlier allinone-json layout is scored, with a one-line warning on stderr
+    # a submission in the earlier allinone-json layout is read, with a one-line warning on stderr
     sub = tmp_path / "old"
     sub.mkdir()
     (sub / "submission.json").write_text(json.dumps({"cls": {}, "dec": [], "seg": {}}))
-    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "score", str(sub), "--data", str(tiny_data)],
-                          capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 1  # nothing predicted for the seg images
-    warning, error = proc.stderr.strip().splitlines()
+    score = [sys.executable, "-m", "workbench.cli", "score", str(sub), "--data", str(tiny_data)]
+    proc = subprocess.run(score, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 1  # nothing predicted: every cls and seg test image is missing
+    warning, error, *entries = proc.stderr.strip().splitlines()
     assert warning.startswith("warning: ") and "earlier allinone-json layout" in warning
-    assert error.startswith("error: ") and "no predicted mask" in error
+    n = 16 + 4  # the tiny set's 16 cls and 4 seg test images
+    assert error == f"error: {sub}: submission has {n} problem(s):" and len(entries) == n
+    assert all(e.startswith(("cls: image ", "seg: image ")) and e.endswith(": missing") for e in entries)
+    proc = subprocess.run(score + ["--lenient"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and len(proc.stderr.strip().splitlines()) == 1  # the warning alone
+    assert proc.stdout.splitlines()[1].split()[1:] == ["0.0000"] * 4  # nothing right, no box: every metric 0
+    assert "--lenient: old: 16 cls image(s) without a class scored as wrong, 4 seg image(s) without a mask" in proc.stdout
 
 
 def test_data_check_fails_on_a_broken_data_set(tiny_data, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS = [
     ["errors", "allocator"],
-    ["io", "dist", "progress"],  # files written atomically; the processes of a torchrun job; progress lines
+    ["io", "dist", "progress", "locks"],  # files written atomically; torchrun processes; progress lines; locks
     ["records"],  # the ground floor: typed records and the task vocabulary
     ["data", "metrics", "tta", "fuse"],  # core that knows no model
     ["models", "formats"],  # core on top of it

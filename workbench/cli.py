@@ -564,16 +564,25 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
 @click.option("--convention", type=click.Choice(["present", "organisers"]), default="present", show_default=True,
               help="mIoU over the classes present in truth or prediction, or over all classes with absent ones "
                    "counting 0 (the organisers' scorer).")
-def score_cmd(submissions, data_path, as_json, convention):
-    """Score SUBMISSION folders against the data set's sealed truth (test split)."""
+@click.option("--lenient", is_flag=True, help="Score a test image a submission leaves out (cls, seg) as wrong "
+              "instead of refusing the submission; the count is printed.")
+def score_cmd(submissions, data_path, as_json, convention, lenient):
+    """Score SUBMISSION folders against the data set's sealed truth (test split). What is read back is
+    checked as the writer checks it: a missing image, a NaN score or a box of no size is refused."""
     from workbench.metrics.seg import MIOU_CONVENTIONS
     from workbench.score import score_submission
-    results = [(Path(s).name, score_submission(s, data_path, miou=convention)) for s in submissions]
+    results = [(Path(s).name, score_submission(s, data_path, miou=convention, lenient=lenient)) for s in submissions]
     if as_json:
-        echo_records(metric_records("submission", results, convention=convention))
-    else:
-        click.echo(format_table(results, "test"))
-        click.echo(f"mIoU: {MIOU_CONVENTIONS[convention]} (--convention {convention})")
+        missing = [{k: m[k] for k in ("missing_cls", "missing_seg") if k in m} for _, m in results]
+        echo_records([{**r, **more} for r, more in zip(metric_records("submission", results, convention=convention),
+                                                        missing)])
+        return
+    click.echo(format_table(results, "test"))
+    click.echo(f"mIoU: {MIOU_CONVENTIONS[convention]} (--convention {convention})")
+    for name, m in results if lenient else []:
+        if m["missing_cls"] or m["missing_seg"]:
+            click.echo(f"--lenient: {name}: {m['missing_cls']} cls image(s) without a class scored as wrong, "
+                       f"{m['missing_seg']} seg image(s) without a mask scored with every pixel missed")
 
 
 # -- runs, report -----------------------------------------------------------------------------
@@ -635,6 +644,10 @@ def run():
         main(standalone_mode=False)
     except WorkbenchError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except OSError as e:  # the disk or the system refused (no space, permission, too many files): one line
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"error: {where}{e.strerror or e}", err=True)
         sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

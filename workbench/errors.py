@@ -28,6 +28,11 @@ class SubmissionError(WorkbenchError):
     """A submission failed a check; nothing was written."""
 
 
+class StorageError(WorkbenchError):
+    """A file or folder could not be written: no space, no permission, a read-only file system.
+    Nothing partial is left (the writes go to a temporary name first)."""
+
+
 class RunError(WorkbenchError):
     """A run folder is missing, incomplete or does not fit the request."""
 

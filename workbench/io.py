@@ -1,6 +1,7 @@
 """Files on the ground floor: atomic writes (everything under runs/ and submissions/ goes through here), JSON and YAML, hashes, masks."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -14,21 +15,42 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from workbench.errors import DataError
+from workbench.errors import DataError, StorageError
+
+# errors of the storage rather than of the program: turned into one line naming what was being written
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def storage_error(e: OSError, path: Path) -> StorageError:
+    """The one-line error of a failed write of `path`."""
+    return StorageError(f"cannot write {path}: {e.strerror or e} (nothing partial was left)")
+
+
+@contextmanager
+def _storage(path: Path) -> Iterator[None]:
+    """Turn a storage OSError (disk full, permission, read-only) raised in the block into a StorageError."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in STORAGE_ERRNOS:
+            raise storage_error(e, path) from None
+        raise
 
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    with _storage(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
     try:
-        yield tmp
-        os.replace(tmp, path)
+        with _storage(path):
+            yield tmp
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -38,11 +60,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it replaces `path` (old content removed)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _storage(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
-        yield tmp
+        with _storage(path):
+            yield tmp
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from workbench.train.pseudo import SoftClsDataset, letterbox_soft
+from workbench.data.check import check_dataset
 from workbench.data.spec import DatasetSpec
 from workbench.distill import DistillConfig, DistillError, distill, f1_threshold, guard_against_test
 from workbench.records.ensemble import Member
@@ -96,6 +97,8 @@ def test_distil_on_tiny_data(tiny_data, tiny_run, tmp_path):
     assert meta["counts"]["cls"] == 4 and meta["counts"]["seg"] == meta["counts"]["det_images"] == 2
     spec = DatasetSpec(pseudo)
     assert {s.name for s in spec.cls_samples("train")} == {f"crop_0000{i}.jpg" for i in range(4)}
+    # 4 images of 8 classes: some class has no pseudo-label, and the set still passes its own check
+    assert len({s.label for s in spec.cls_samples("train")}) < 8 and check_dataset(pseudo).problems == []
     assert len(spec.cls_samples("val")) == len(DatasetSpec(tiny_data).cls_samples("val"))  # val: the original
     soft = SoftClsDataset(spec, 32, None)
     z = np.load(pseudo.parent / "soft_cls.npz")

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from workbench.data.spec import (CocoImage, DatasetSpec, Problems, coco_annotations, coco_categories, coco_images,
-                                 read_coco, read_label_csv)
+                                 MAX_PIXELS, read_coco, read_label_csv, upright_size)
 from workbench.io import read_mask
 from workbench.errors import DataError
 
@@ -117,7 +117,10 @@ def _inspect_image(path: Path) -> _ImageInfo:
     sha = hashlib.sha256(data).hexdigest()
     try:
         with Image.open(io.BytesIO(data)) as im:
-            size = im.size
+            size = upright_size(im)  # as read_image returns it: EXIF orientation applied
+            if im.size[0] * im.size[1] > MAX_PIXELS:
+                return _ImageInfo(sha256=sha, problem=f"image of {im.size[0]} x {im.size[1]} pixels exceeds the "
+                                                      f"decoding limit of {MAX_PIXELS} pixels")
             im.verify()
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG":

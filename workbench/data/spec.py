@@ -19,7 +19,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 import yaml
-from PIL import Image
+from PIL import Image, ImageOps
 
 from workbench.errors import DataError
 from workbench.records.ground_truth import GroundTruth
@@ -139,14 +139,64 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's decompression-bomb limit (89.5 M pixels); larger is refused
+_TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that turn the image a quarter: width and height swap
+
+
+def upright_size(im: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as it is shown: after its EXIF orientation, as timm, detectron2
+    and ultralytics load it (a phone photo stored sideways with orientation 6 is taller than wide)."""
+    w, h = im.size
+    return (h, w) if im.getexif().get(0x0112) in _TRANSPOSED else (w, h)
+
+
+def _check_pixels(path: Path, im: Image.Image) -> None:
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DataError(path, f"image of {w} x {h} pixels exceeds the decoding limit of {MAX_PIXELS} pixels "
+                              "(a decompression bomb, or a file that needs resizing first)")
+
+
 def read_image(path: Path) -> Image.Image:
-    """Open an image as RGB; DataError naming the file when it is missing or corrupt."""
+    """Open an image as 8-bit RGB, upright (EXIF orientation applied); 16-bit images are scaled to 8 bits
+    (65535 -> 255), not clipped. Every image the workbench decodes (train, val, test, unlabelled,
+    reports) goes through here.
+
+    Raises:
+        DataError: naming the file when it is missing, corrupt or larger than MAX_PIXELS.
+    """
     try:
         with Image.open(path) as im:
+            _check_pixels(path, im)
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I"):  # I;16 (16-bit PNG, TIFF) or I (32-bit): scale, as convert() clips
+                a = np.asarray(im, np.float64)
+                a = a / 257.0 if im.mode.startswith("I;16") or a.max() > 255 else a
+                im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
             return im.convert("RGB")
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(path, "image not found") from None
-    except Exception as e:  # PIL raises several types for truncated or corrupt files
+    except Exception as e:  # PIL raises several types for truncated or corrupt files (and bombs past 2x)
+        raise DataError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file as `read_image` returns it (upright), without decoding it.
+
+    Raises:
+        DataError: naming the file when it is missing, not an image or larger than MAX_PIXELS.
+    """
+    try:
+        with Image.open(path) as im:
+            _check_pixels(path, im)
+            return upright_size(im)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(path, "image not found") from None
+    except Exception as e:
         raise DataError(path, f"cannot read image ({type(e).__name__}: {e})") from None
 
 
@@ -499,6 +549,13 @@ class DatasetSpec:
         path = self.classes_file("cls")
         return None if path is None else read_classes(path, self.problems)
 
+    @property
+    def allow_empty_classes(self) -> bool:
+        """`cls: allow_empty_classes: true`: a class without training images is not a problem (a
+        pseudo-label set, `mtwb distill`, where the teacher chose no image of some class)."""
+        section = self.raw.get("cls")
+        return isinstance(section, dict) and section.get("allow_empty_classes") is True
+
     @cached_property
     def seg_classes(self) -> list[str] | None:
         """Segmentation class names, index order (None: unusable, collecting only)."""
@@ -566,12 +623,12 @@ class DatasetSpec:
             if classes is not None and sub.name not in classes:
                 self.problems.fail(sub, f"class folder not in {self._rel(self.classes_file('cls'))}")
             images = list_images(sub)
-            if not images:
+            if not images and not self.allow_empty_classes:
                 self.problems.note(sub, "class folder has no images")
             n_images += len(images)
             for p in images:
                 yield p, sub.name
-        if classes is not None:
+        if classes is not None and not self.allow_empty_classes:
             names = {s.name for s in subs}
             for name in classes:
                 if name not in names:
@@ -587,7 +644,7 @@ class DatasetSpec:
         for image, n in Counter(image for image, _ in seen).items():
             if n > 1:
                 self.problems.note(path, f"image {image} listed {n} times")
-        if self.cls_classes is not None:
+        if self.cls_classes is not None and not self.allow_empty_classes:
             present = {label for _, label in seen}
             for name in self.cls_classes:
                 if name not in present:
@@ -608,8 +665,7 @@ class DatasetSpec:
         if split in ("test", "unlabeled"):
             samples = []
             for p in self.unlabeled_images("det") if split == "unlabeled" else self.test_images("det"):
-                with Image.open(p) as im:
-                    w, h = im.size
+                w, h = image_size(p)
                 samples.append(DetSample(p, w, h))
             return samples
         paths = self.split_paths("det", split)

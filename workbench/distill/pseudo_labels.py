@@ -92,7 +92,9 @@ def write_pseudo_dataset(out: Path, spec: DatasetSpec, preds: Predictions, unlab
     original data set, so `mtwb data check` and training read it like any other.
     """
     with atomic_dir(out) as tmp:
-        entry = {"name": f"{spec.name}-pseudo", "cls": {"classes": str(spec.classes_file("cls"))},
+        # the teacher may pick no image of some class: not a fault of the set (`mtwb data check` passes it)
+        entry = {"name": f"{spec.name}-pseudo", "cls": {"classes": str(spec.classes_file("cls")),
+                                                         "allow_empty_classes": True},
                  "det": {}, "seg": {"classes": str(spec.classes_file("seg")), "ignore_index": spec.ignore_index}}
         for task in TASKS:  # val and test: the original data set's
             for split in ("val", "test"):

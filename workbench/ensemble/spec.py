@@ -5,7 +5,7 @@ The spec itself (`ensembles/<name>.yaml`) is a record: workbench.records.ensembl
 from __future__ import annotations
 
 from workbench.errors import WorkbenchError
-from workbench.ensemble.members import serving
+from workbench.ensemble.members import member_tasks, serving
 from workbench.fuse import blend
 from workbench.models.inference import merge_tasks
 from workbench.records import TASKS, Predictions
@@ -25,8 +25,23 @@ def equal_spec(members: list[Member], weights: tuple[float, ...] | None = None,
     return EnsembleSpec(blends)
 
 
+def check_serving(spec: EnsembleSpec) -> None:
+    """Refuse a spec that gives a task to a member whose run was not trained for it.
+
+    Raises:
+        WorkbenchError: naming the task, the member and the tasks its run serves.
+    """
+    for t in TASKS:
+        for m in spec.tasks[t].members:
+            tasks = member_tasks(m)
+            if t not in tasks:
+                raise WorkbenchError(f"tasks.{t}: member '{m.ref}' does not serve {t} (its run was trained for "
+                                     f"{', '.join(tasks)} only); remove it from {t}'s members")
+
+
 def blend_spec(spec: EnsembleSpec, preds: dict[Member, Predictions]) -> Predictions:
-    """Blend each task with its own members, weights and fusion; merge the tasks."""
+    """Blend each task with its own members, weights and fusion; merge the tasks (after `check_serving`)."""
+    check_serving(spec)
     parts = {}
     for t in TASKS:
         tb = spec.tasks[t]

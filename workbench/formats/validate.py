@@ -16,7 +16,8 @@ BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image
 
 def validate_submission(sub: Submission, expected: dict[str, list[str]], cls_num_classes: int,
                         det_category_ids: set[int], seg_num_classes: int,
-                        image_sizes: dict[str, dict[str, tuple[int, int]]]) -> None:
+                        image_sizes: dict[str, dict[str, tuple[int, int]]],
+                        allow_missing: bool = False) -> dict[str, list[str]]:
     """Check a submission; raise one SubmissionError listing every problem found.
 
     Checks: cls and seg give every expected image exactly once and no other image; det boxes are
@@ -32,19 +33,30 @@ def validate_submission(sub: Submission, expected: dict[str, list[str]], cls_num
         det_category_ids: the detection data set's COCO category ids.
         seg_num_classes: K of the segmentation data set.
         image_sizes: task ("det", "seg") -> image name -> (H, W) in pixels.
+        allow_missing: a cls or seg image the submission leaves out is not a problem (`mtwb score
+            --lenient` scores it as wrong); every other check holds.
+
+    Returns:
+        cls and seg -> the expected images the submission leaves out (empty unless `allow_missing`).
 
     Raises:
         SubmissionError: one line per problem, each naming the image (the first MAX_LINES lines,
             then a count of the rest).
     """
+    missing = {t: [n for n in expected.get(t, []) if n not in getattr(sub, t)] for t in ("cls", "seg")}
     problems = _check_cls(sub, expected.get("cls", []), cls_num_classes)
     problems += _check_det(sub, expected.get("det", []), det_category_ids, image_sizes.get("det", {}))
     problems += _check_seg(sub, expected.get("seg", []), seg_num_classes, image_sizes.get("seg", {}))
+    if allow_missing:
+        problems = [p for p in problems if not p.endswith(": missing")]
+    else:
+        missing = {t: [] for t in missing}
     if problems:
         lines = problems[:MAX_LINES]
         if len(problems) > MAX_LINES:
             lines.append(f"... and {len(problems) - MAX_LINES} more problems")
         raise SubmissionError(f"submission has {len(problems)} problem(s):\n" + "\n".join(lines))
+    return missing
 
 
 def _check_coverage(task: str, given: list[str], expected: list[str]) -> list[str]:

@@ -20,7 +20,7 @@ from workbench.records.tasks import METRICS, SCORE, TASKS
 
 
 def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present",
-          det_backend: str = "pycocotools") -> dict[str, float]:
+          det_backend: str = "pycocotools", missing_wrong: bool = False) -> dict[str, float]:
     """Score a submission.
 
     Args:
@@ -30,6 +30,9 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present",
         tasks: the tasks to score.
         miou: how mIoU averages over classes (`workbench.metrics.seg.MIOU_CONVENTIONS`).
         det_backend: mAP50's evaluator (`workbench.metrics.det.BACKENDS`; the same value either way).
+        missing_wrong: a seg image without a predicted mask counts every labelled pixel as missed
+            (`SegEvaluator.process_missing`) instead of being refused. (A cls image without a class is
+            always wrong, a det image without boxes finds nothing.)
     Returns:
         {"cls_top1", "det_map50", "seg_miou"} for the tasks scored and "score", their mean.
     """
@@ -45,9 +48,12 @@ def score(sub: Submission, gt: GroundTruth, tasks=TASKS, miou: str = "present",
     if "seg" in tasks:
         ev = SegEvaluator(gt.seg_num_classes, gt.ignore_index)
         for name, mask_path in gt.seg.items():
-            if name not in sub.seg:
+            if name not in sub.seg and not missing_wrong:
                 raise DataError(mask_path, f"no predicted mask for {name}")
             target = read_mask(mask_path)
+            if name not in sub.seg:
+                ev.process_missing(target)
+                continue
             pred = sub.seg[name]
             if pred.shape != target.shape:
                 raise DataError(mask_path, f"predicted mask of {name} is {pred.shape}, truth is {target.shape}")

@@ -71,7 +71,11 @@ def mean_iou(cm: np.ndarray, convention: str = "present") -> float:
             "organisers": over all K classes, a class absent from both counting 0, as the organisers'
             scorer does (PaddleSeg's `metrics.mean_iou`).
     """
-    iou = iou_per_class(cm)
+    return average_iou(iou_per_class(cm), convention)
+
+
+def average_iou(iou: np.ndarray, convention: str = "present") -> float:
+    """The mean of per-class IoUs (NaN: a class absent from both) under a convention (`mean_iou`)."""
     if convention == "organisers":
         return float(np.nan_to_num(iou, nan=0.0).mean()) if iou.size else float("nan")
     if convention != "present":
@@ -103,6 +107,22 @@ class SegEvaluator:
     def reset(self) -> None:
         """Forget everything processed so far."""
         self.confusion = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        self.missed = np.zeros(self.num_classes, dtype=np.int64)  # labelled pixels of images with no prediction
+
+    def process_missing(self, target_mask) -> None:
+        """Add an image that has no predicted mask: every labelled pixel is a miss of its true class
+        (a false negative that is no other class's false positive)."""
+        t = np.asarray(target_mask)
+        t = t[t != self.ignore_index].astype(np.int64)
+        self.missed += np.bincount(t, minlength=self.num_classes)[:self.num_classes]
+
+    def _extended(self) -> np.ndarray:
+        """The confusion matrix with a "no prediction" column (and an empty row) for missed pixels."""
+        k = self.num_classes
+        ext = np.zeros((k + 1, k + 1), np.int64)
+        ext[:k, :k] = self.confusion
+        ext[:k, k] = self.missed
+        return ext
 
     def process(self, pred_mask, target_mask) -> None:
         """Add one image.
@@ -115,8 +135,8 @@ class SegEvaluator:
 
     def iou_per_class(self) -> np.ndarray:
         """Return (K,) IoU per class so far (NaN for classes seen in neither target nor pred)."""
-        return iou_per_class(self.confusion)
+        return iou_per_class(self._extended())[:self.num_classes]
 
     def evaluate(self, convention: str = "present") -> dict[str, float]:
         """Return {"miou": float, "pixel_acc": float} over every image processed (mIoU: see `mean_iou`)."""
-        return {"miou": mean_iou(self.confusion, convention), "pixel_acc": pixel_accuracy(self.confusion)}
+        return {"miou": average_iou(self.iou_per_class(), convention), "pixel_acc": pixel_accuracy(self._extended())}

@@ -8,7 +8,8 @@ from pathlib import Path
 from PIL import Image
 
 from workbench.data.spec import DatasetSpec
-from workbench.errors import DataError
+from workbench.errors import DataError, SubmissionError
+from workbench.formats.validate import validate_submission
 from workbench.formats import get_format
 from workbench.metrics.scoring import score
 from workbench.records import GroundTruth, Submission
@@ -49,17 +50,27 @@ def read_submission(sub_dir: Path, spec: DatasetSpec, seg_sizes: dict[str, tuple
                                                    seg_num_classes=len(spec.seg_classes), det_image_ids=det_image_ids)
 
 
-def score_submission(sub_dir: str | Path, data: str | Path, miou: str = "present") -> dict[str, float]:
-    """Score a submission folder against the data set's sealed truth.
+def score_submission(sub_dir: str | Path, data: str | Path, miou: str = "present",
+                     lenient: bool = False) -> dict[str, float]:
+    """Score a submission folder against the data set's sealed truth, after checking what was read back
+    as the writer checks what it writes (`validate_submission`: every test image once, known classes
+    and categories, finite boxes of positive size inside their image, scores in [0, 1], masks of the
+    image's size).
 
     Boxes that name images by id are matched with the ids of the truth's own image list (the
     organisers' annotation file), as pycocotools' `loadRes` does.
 
     Args:
         miou: how mIoU averages over classes (`workbench.metrics.seg.MIOU_CONVENTIONS`).
+        lenient: score a cls or seg image the submission leaves out as wrong instead of refusing it.
 
     Returns:
-        {"cls_top1", "det_map50", "seg_miou", "score"}.
+        {"cls_top1", "det_map50", "seg_miou", "score"}; with `lenient` also "missing_cls" and
+        "missing_seg", the images scored as wrong for want of a prediction.
+
+    Raises:
+        SubmissionError: what was read back has problems, each entry named (a missing image too,
+            unless `lenient`).
     """
     sub_dir = Path(sub_dir)
     if not sub_dir.is_dir():
@@ -71,4 +82,17 @@ def score_submission(sub_dir: str | Path, data: str | Path, miou: str = "present
         with Image.open(mask) as im:
             seg_sizes[name] = (im.height, im.width)
     ids = {im["file_name"]: im["id"] for im in gt.det["images"]}
-    return score(read_submission(sub_dir, spec, seg_sizes, ids), gt, miou=miou)
+    det_sizes = {im["file_name"]: (int(im["height"]), int(im["width"])) for im in gt.det["images"]
+                 if "height" in im and "width" in im}
+    sub = read_submission(sub_dir, spec, seg_sizes, ids)
+    try:
+        missing = validate_submission(
+            sub, {"cls": list(gt.cls), "det": list(ids), "seg": list(gt.seg)}, len(spec.cls_classes),
+            {int(c["id"]) for c in gt.det.get("categories", [])}, gt.seg_num_classes,
+            {"det": det_sizes, "seg": seg_sizes}, allow_missing=lenient)
+    except SubmissionError as e:
+        raise SubmissionError(f"{sub_dir}: {e}") from None
+    metrics = score(sub, gt, miou=miou, missing_wrong=lenient)
+    if lenient:
+        metrics.update({f"missing_{t}": len(names) for t, names in missing.items()})
+    return metrics

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from workbench.data.spec import DatasetSpec
 from workbench.ensemble.members import member_predictions, member_tasks
-from workbench.ensemble.spec import blend_spec
+from workbench.ensemble.spec import blend_spec, check_serving
 from workbench.errors import SubmissionError, check_name
 from workbench.formats import get_format, polygon_roundtrip_miou, validate_submission
 from workbench.formats.allinone import IDS_HELP
@@ -78,6 +78,7 @@ def submit(config: SubmitConfig, progress: bool = True) -> Manifest:
         raise SubmissionError(f"{fmt.name} names detection test images by the organisers' integer ids, and "
                               f"{spec.path} gives none: {IDS_HELP}")
     classes, k_seg = spec.cls_classes, len(spec.seg_classes)
+    check_serving(config.ensemble)  # before anything is predicted
     members = config.ensemble.members()
 
     val_preds, val_records = predict_members(members, config.data, "val", config.device, progress)
