@@ -20,7 +20,7 @@ LAYERS = [
     ["runs", "runs_table"],  # run folders
     ["train", "predict", "score", "export"],  # stages
     ["ensemble"],
-    ["submit", "distill", "report"],
+    ["submit", "distill", "report", "grouping"],
     ["cli"],
     ["__main__"],  # python -m workbench (torchrun's entry)
 ]

@@ -313,11 +313,17 @@ def train(ctx, resume_run):
 @click.option("--backbone", help="Any timm model name with features_only support.  [required]")
 @click.option("--pretrained", help="Backbone weights: a local safetensors / state-dict file, or 'timm' to download.")
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5 (default: timm's for the backbone).")
+@click.option("--tasks", default="cls,det,seg", show_default=True,
+              help="The tasks sharing the backbone (two or three; `mtwb grouping` trains groups of them).")
+@click.option("--affinity-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Every K steps, measure how a step on each task's batch changes every task's loss (lookahead "
+                   "affinity, Fifty et al. 2021): affinity.csv + affinity.png in the run, for `mtwb grouping`. "
+                   "0: off.")
 @head_convs_option
 @recipe_options
 @click.pass_context
 def train_joint_cmd(ctx, **_):
-    """All three tasks on one backbone."""
+    """Tasks (all three by default) on one backbone."""
     run_recipe(ctx, "joint")
 
 
@@ -514,6 +520,100 @@ def ensemble_search_cmd(members, data_path, split, out, rounds, seed, no_fusion_
                    f"{h['member_holdout']:.4f} -> {h['blend_holdout']:.4f}   (best member {h['best_member']})")
     click.echo(format_table(list(spec.info["val"].items()), "val"))
     click.echo(f"wrote {out} ({spec.info['search']['blends_evaluated']} blends in {spec.info['search']['seconds']} s)")
+
+
+# -- grouping --------------------------------------------------------------------------------
+@main.command("grouping")
+@click.option("--from", "from_run", required=True, metavar="RUN",
+              help="A joint run trained with --affinity-every: its affinity.csv ranks the groupings.")
+@click.option("--max-backbones", type=float, default=3.0, show_default=True,
+              help="Inference budget in backbones (a half-size backbone counts 0.5): 1, 1.5, 2, 3 ...")
+@click.option("--train", "do_train", is_flag=True,
+              help="Also train every grouping that fits at an equal total --budget and score it on val.")
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help="dataset.yaml (with --train).")
+@click.option("--budget", help="Training time of one grouping, shared equally by its groups, e.g. 20m (with --train).")
+@click.option("--backbone", help="Full-size backbone of the groups' runs (with --train; default: RUN's).")
+@click.option("--half-backbone", help="Half-size backbone, for budgets that admit one (with --train).")
+@click.option("--pretrained", help="Backbone weights file of the groups' runs (with --train).")
+@click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5 (with --train).")
+@click.option("--img-size", help="Input size(s) of the groups' runs, as for `mtwb train` (default: RUN's).")
+@click.option("--batch-size", help="Batch size(s) of the groups' runs, as for `mtwb train` (default: RUN's).")
+@click.option("--lr", type=float, help="Learning rate of the groups' runs (default: RUN's).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--n-boot", default=500, show_default=True, help="Bootstrap resamples of the val images.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="CSV file of the table (default: RUN/grouping.csv; with --train RUN/grouping-trained.csv).")
+@json_option
+def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone, half_backbone, pretrained, norm,
+                 img_size, batch_size, lr, seed, n_boot, device, out, as_json):
+    """Rank the ways to split the tasks into groups, one backbone each, from RUN's task affinity; with
+    --train, train each at an equal budget and show the true val score beside the prediction."""
+    from workbench.grouping import rank_candidates, read_affinity, train_groups
+    from workbench.io import write_text
+    from workbench.runs import open_run
+    run = open_run(from_run)
+    tasks, affinity = read_affinity(run.path)
+    candidates = rank_candidates(affinity, tasks, max_backbones)
+    if not do_train:
+        records = [{"rank": k, "grouping": c.label, "backbones": c.backbones, "predicted": round(c.predicted, 6)}
+                   for k, c in enumerate(candidates, start=1)]
+    else:
+        if not data_path or not budget:
+            raise click.UsageError("--train needs --data and --budget")
+        from workbench.grouping import GroupingConfig
+        from workbench.train.trainer import TrainConfig
+        base = TrainConfig.read_yaml(run.path / "config.yaml")  # the groups train as RUN did, but for the options
+        train = {k: base[k] for k in ("img_size", "batch_size", "lr", "backbone_lr_scale", "weight_decay",
+                                      "warmup_steps", "neck_channels", "head_convs", "norm_stats", "pretrained",
+                                      "mean", "std", "augment", "precision", "epochs") if k in base}
+        if img_size:
+            train["img_size"] = parse_per_task(img_size, train.get("img_size") or {}, "--img-size", shapes=True)
+        if batch_size:
+            train["batch_size"] = parse_per_task(batch_size, train.get("batch_size") or {}, "--batch-size")
+        if lr is not None:
+            train["lr"] = lr
+        if pretrained:
+            train["pretrained"] = pretrained
+        train.update(parse_norm(norm))
+        rows, rho = train_groups(GroupingConfig(run.id, data_path, budget, backbone or run.info.backbone, half_backbone,
+                                                max_backbones, train, str(run.path.parent), device, seed, n_boot))
+        records = [{"predicted_rank": r.predicted_rank, "grouping": r.candidate.label,
+                    "backbones": r.candidate.backbones, "predicted": round(r.candidate.predicted, 6),
+                    "trained_rank": r.trained_rank, **{k: round(v, 6) for k, v in r.metrics.items()},
+                    "diff_vs_one": round(r.diff, 6), "diff_low": round(r.ci[0], 6), "diff_high": round(r.ci[1], 6),
+                    "runs": " ".join(r.runs)} for r in rows]
+    out = Path(out or run.path / ("grouping-trained.csv" if do_train else "grouping.csv"))
+    import csv
+    import io
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    write_text(out, buf.getvalue())
+    if as_json:
+        return echo_records(records)
+    click.echo(f"affinity of {run.id} (row: the step's task i, column: the task j whose loss moved; "
+               f"+ = i's step lowers j's loss):")
+    click.echo("        " + "".join(f"{t:>10}" for t in tasks))
+    for t, row in zip(tasks, affinity):
+        click.echo(f"{t:<8}" + "".join(f"{v:>+10.4f}" for v in row))
+    if not do_train:
+        click.echo(f"groupings within {max_backbones:g} backbones, best predicted first:")
+        width = max(len(r["grouping"]) for r in records)
+        for r in records:
+            click.echo(f"  {r['rank']}. {r['grouping']:<{width}}  {r['backbones']:g} backbone(s)  "
+                       f"predicted {r['predicted']:+.4f}")
+        click.echo(f"recommended: {records[0]['grouping']} (the cheap estimate; `--train --budget` checks it)")
+    else:
+        width = max(len(r["grouping"]) for r in records)
+        click.echo(f"{'grouping':<{width}}  backbones  predicted (rank)  val score (rank)  vs one backbone [95%]")
+        for r in records:
+            click.echo(f"{r['grouping']:<{width}}  {r['backbones']:>9g}  {r['predicted']:+.4f} ({r['predicted_rank']})"
+                       f"     {r['score']:.4f} ({r['trained_rank']})     {r['diff_vs_one']:+.4f} "
+                       f"[{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]")
+        click.echo(f"rank correlation of predicted and trained (Spearman): {rho:+.3f}")
+    click.echo(f"wrote {out}")
 
 
 # -- submit ----------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from workbench.dist import Dist
 from workbench.errors import RunError, check_name, did_you_mean
 from workbench.io import atomic_path, hash_file, write_text, write_yaml
 from workbench.locks import LOCK, Lock, acquire, clean_leftovers
+from workbench.train.affinity import affinity_matrix, heatmap_png, lookahead_affinity, matrix_csv
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
@@ -133,6 +134,7 @@ class TrainConfig:
     checkpoint_every: int | None = None  # optimizer steps between resume checkpoints (also every epoch)
     cache_images: bool = True  # decode images once into <runs_dir>/.cache/images (memory-mapped), reused by later runs
     tensorboard: bool = False  # also log steps.csv and metrics.csv as TensorBoard scalars (runs/<run>/tensorboard/)
+    affinity_every: int = 0  # joint runs: measure inter-task affinity (train.affinity) every this many steps; 0: off
     prefetch: bool | None = None  # assemble the next step's batches in a background thread; None: only on an
     # accelerator (on a 2-core CPU the thread's torch ops compete with the step's for the cores: +46% vs
     # +14% a step over bare timm in bench/THROUGHPUT.md; batches take ~30 ms of a ~900 ms step there)
@@ -179,6 +181,11 @@ class TrainConfig:
                 raise RunError("give --budget or --steps-per-epoch, not both: the budget sets the steps")
         if self.accum < 1 or self.clip_norm <= 0 or not 0 <= self.ema < 1 or self.keep_top < 1:
             raise RunError("accum >= 1, clip_norm > 0, 0 <= ema < 1 and keep_top >= 1 are required")
+        if self.affinity_every < 0:
+            raise RunError(f"affinity_every must be >= 0 (0: off), got {self.affinity_every}")
+        if self.affinity_every and (self.recipe != "joint" or len(self.tasks) < 2 or self.sampling != "round-robin"):
+            raise RunError("--affinity-every measures how tasks sharing a backbone move each other's losses: it needs "
+                           "a joint run of two or more tasks with round-robin sampling (a batch of every task each step)")
         for task, how in (self.class_balance or {}).items():
             if (task, how) not in {("cls", "sample"), ("det", "sample"), ("cls", "loss"), ("seg", "loss")}:
                 raise RunError(f"class balance {task}={how} is not offered; choose cls=sample|loss, det=sample, seg=loss")
@@ -442,6 +449,8 @@ class Trainer:
         from workbench.data.augment import parse_augment
         self.config, self.run_dir = config, run_dir
         self.dist = dist or Dist.from_env(config.device)  # world size 1 without torchrun (workbench.dist)
+        if config.affinity_every and self.dist.active:
+            raise RunError("--affinity-every measures in one process; run it without torchrun")
         self.recipe = RECIPES[config.recipe]
         self.spec = DatasetSpec(config.data)
         self.device = self.dist.device(resolve_device(config.device))
@@ -506,6 +515,8 @@ class Trainer:
         self.head_states: dict[str, dict] = {}  # headft: task -> its head's weights at its best epoch
         self.checkpoints: list[dict] = []
         self.wall = 0.0
+        self.affinity_rows: list[dict] = []  # --affinity-every: {"step", "source", "target", "affinity"}
+        self.affinity_s = 0.0  # seconds spent measuring affinity
 
     # --- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -519,7 +530,7 @@ class Trainer:
                              "sums": self.sums, "batches_taken": self.batches_taken, "rows": self.rows,
                              "step_rows": self.step_rows, "best": self.best, "best_ema": self.best_ema,
                              "task_best": self.task_best, "checkpoints": self.checkpoints, "wall": self.wall,
-                             "budget": self.budget},
+                             "budget": self.budget, "affinity_rows": self.affinity_rows, "affinity_s": self.affinity_s},
                 "head_states": self.head_states}
 
     def load_state(self, state: dict) -> None:
@@ -653,6 +664,21 @@ class Trainer:
         total = self.dist.count(loss)
         return loss + (total - loss.detach()), total.item()
 
+    def measure_affinity(self, plan: StepPlan, batches: dict[str, list]) -> None:
+        """Lookahead affinity between the tasks on this step's labelled batches (`train.affinity`); the
+        virtual step uses the backbone's peak learning rate (config.lr x backbone_lr_scale), so that
+        measurements in the warmup and at the end of the schedule weigh alike."""
+        labelled = {t: next(b for (pseudo, _), b in zip(plan.batches[t], bs) if not pseudo) for t, bs in batches.items()}
+        if len(labelled) < 2:
+            return
+        t0 = self.clock()
+        fns = {t: (lambda t=t, b=b: task_loss(self.model, t, b, self.device, self.spec.ignore_index, self.class_weights))
+               for t, b in labelled.items()}
+        z = lookahead_affinity(self.model, self.shared, fns, self.config.lr * self.config.backbone_lr_scale)
+        self.affinity_s += self.clock() - t0
+        self.affinity_rows += [{"step": self.step, "source": i, "target": j, "affinity": round(v, 8)}
+                               for (i, j), v in z.items()]
+
     def train_step(self, prefetch_next: bool = False) -> dict:
         """One optimizer step; returns its row for steps.csv.
 
@@ -664,6 +690,8 @@ class Trainer:
         seed_step(config.seed, self.step)
         self._loss_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
         plan, batches = self._step_batches(prefetch_next)
+        if config.affinity_every and self.step % config.affinity_every == 0:
+            self.measure_affinity(plan, batches)
         self.optimizer.zero_grad(set_to_none=True)
         losses, pseudo_losses, norms, flat = {}, {}, {}, {}
         summed: list = [None] * len(self.shared)  # per shared parameter: the tasks' gradients, summed
@@ -797,6 +825,14 @@ class Trainer:
             write_text(self.run_dir / "metrics.csv", _csv(self.rows))
         if self.step_rows:
             write_text(self.run_dir / "steps.csv", _csv(self.step_rows))
+        if self.affinity_rows:  # every measurement, their mean as a matrix, and its heat map
+            write_text(self.run_dir / "affinity_steps.csv", _csv(self.affinity_rows))
+            matrix = affinity_matrix(self.affinity_rows, self.tasks)
+            write_text(self.run_dir / "affinity.csv", matrix_csv(matrix, self.tasks))
+            n = len({r["step"] for r in self.affinity_rows})
+            with atomic_path(self.run_dir / "affinity.png") as tmp:
+                tmp.write_bytes(heatmap_png(matrix, self.tasks, f"{self.run_dir.name}: lookahead affinity, "
+                                                                f"mean of {n} measurements"))
         if self.config.tensorboard:
             self.write_tensorboard()
 
@@ -833,6 +869,11 @@ class Trainer:
                        checkpoints=self.checkpoints, best_ema_score=round(self.best_ema, 5) if self.ema else None)
         if self.budget is not None:
             info = replace(info, extra={**info.extra, "budget": self.budget})
+        if self.affinity_rows:
+            n = len({r["step"] for r in self.affinity_rows})
+            info = replace(info, extra={**info.extra, "affinity": {
+                "every": self.config.affinity_every, "measurements": n, "seconds": round(self.affinity_s, 2),
+                "seconds_per_measurement": round(self.affinity_s / n, 3)}})
         info.write(self.run_dir)
 
     def run(self, progress: bool = True) -> Path:
