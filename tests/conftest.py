@@ -1,6 +1,11 @@
 """Shared fixtures: a tiny synthetic data set and one tiny trained run, built once per session."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,3 +38,24 @@ def tiny_run(tiny_data, tmp_path_factory) -> Path:
     """Folder of a finished tiny joint run (resnet10t, 2 steps)."""
     runs = tmp_path_factory.mktemp("runs")
     return train_joint(tiny_train_config(tiny_data, runs, "tiny-r10"), progress=False)
+
+
+def mtwb_here(args, cwd) -> subprocess.CompletedProcess:
+    """`mtwb ARGS` run in this process, in folder `cwd` (without the 3 s a new process spends importing
+    torch): its exit code, stdout and stderr, as subprocess.run would give them."""
+    from workbench.cli import run
+    out, err = io.StringIO(), io.StringIO()
+    argv, here = sys.argv, os.getcwd()
+    code = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = ["mtwb", *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+    finally:
+        os.chdir(here)
+        sys.argv = argv
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

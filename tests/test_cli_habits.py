@@ -15,6 +15,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from tests.conftest import mtwb_here
 from workbench.cli import main
 from workbench.errors import DataError, RunError
 from workbench.progress import Progress, duration
@@ -27,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cli(*args, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def here(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """As `cli`, in this process (tests/conftest.py mtwb_here): the same lines, without the start-up."""
+    return mtwb_here(args, cwd)
 
 
 def test_the_cli_module_starts_without_torch():
@@ -114,19 +120,19 @@ def test_ensemble_spec_errors_name_task_and_key(edit, message):
 
 def test_a_run_is_re_created_from_its_config(tiny_data, tmp_path):
     common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--device", "cpu"]
-    proc = cli("train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--img-size", "cls=32,det=64x96,seg=64",
-               "--lr", "0.01", "--weight-decay", "0.01", "--warmup-steps", "3", "--neck-channels", "32",
-               "--name", "a", *common, cwd=tmp_path)
+    proc = here("train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--img-size", "cls=32,det=64x96,seg=64",
+                "--lr", "0.01", "--weight-decay", "0.01", "--warmup-steps", "3", "--neck-channels", "32",
+                "--name", "a", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     runs = tmp_path / "runs"
     first = yaml.safe_load((runs / "a" / "config.yaml").read_text())
     assert (first["weight_decay"], first["warmup_steps"], first["neck_channels"]) == (0.01, 3, 32)
     # the run's own config.yaml: the same TrainConfig (the name aside), nothing else given
-    assert cli("train", "joint", "--config", runs / "a" / "config.yaml", "--name", "b", cwd=tmp_path).returncode == 0
+    assert here("train", "joint", "--config", runs / "a" / "config.yaml", "--name", "b", cwd=tmp_path).returncode == 0
     again = yaml.safe_load((runs / "b" / "config.yaml").read_text())
     assert TrainConfig.from_yaml_dict({**again, "name": "a"}) == TrainConfig.from_yaml_dict(first)
     # options on the command line override the file; --img-size det=... keeps the file's other sizes
-    assert cli("train", "joint", "--config", runs / "a" / "config.yaml", "--name", "c", "--lr", "0.02",
+    assert here("train", "joint", "--config", runs / "a" / "config.yaml", "--name", "c", "--lr", "0.02",
                "--img-size", "det=64", cwd=tmp_path).returncode == 0
     third = yaml.safe_load((runs / "c" / "config.yaml").read_text())
     assert third["lr"] == 0.02 and third["img_size"] == {"cls": 32, "det": 64, "seg": 64}
@@ -134,12 +140,12 @@ def test_a_run_is_re_created_from_its_config(tiny_data, tmp_path):
         {k: v for k, v in first.items() if k not in ("lr", "img_size", "name")}
     # a file written by hand: a misspelt key is named with its file, and a joint config is refused by single
     (tmp_path / "mine.yaml").write_text(f"data: {tiny_data}\nbackbone: resnet10t\nlearning_rate: 0.1\n")
-    proc = cli("train", "joint", "--config", "mine.yaml", cwd=tmp_path)
+    proc = here("train", "joint", "--config", "mine.yaml", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.strip() == "error: mine.yaml: unknown setting 'learning_rate'"
     (tmp_path / "mine.yaml").write_text(f"data: {tiny_data}\nbackbone: resnet10t\nbudgett: 5m\n")
-    assert cli("train", "joint", "--config", "mine.yaml", cwd=tmp_path).stderr.strip() == \
+    assert here("train", "joint", "--config", "mine.yaml", cwd=tmp_path).stderr.strip() == \
         "error: mine.yaml: unknown setting 'budgett'; did you mean 'budget'?"
-    proc = cli("train", "single", "--config", runs / "a" / "config.yaml", "--task", "cls", cwd=tmp_path)
+    proc = here("train", "single", "--config", runs / "a" / "config.yaml", "--task", "cls", cwd=tmp_path)
     assert proc.returncode == 2 and "is the config of a 'joint' run: use `mtwb train joint`" in proc.stderr
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["a", "b", "c"]
 

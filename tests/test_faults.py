@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tests.conftest import mtwb_here
 from workbench.distill.config import DistillConfig
 from workbench.errors import WorkbenchError, check_name
 from workbench.records.ensemble import EnsembleSpec
@@ -57,7 +58,7 @@ def tiny_train(tiny_data, name, *extra) -> list[str]:
 
 
 def mtwb(args, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workbench", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+    return mtwb_here(args, cwd)  # in this process: the same exit code and lines, without a new process's start-up
 
 
 def test_a_refused_run_leaves_no_folder_and_an_overwrite_keeps_the_old_run(tiny_data, tmp_path):
