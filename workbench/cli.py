@@ -566,7 +566,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
         base = TrainConfig.read_yaml(run.path / "config.yaml")  # the groups train as RUN did, but for the options
         train = {k: base[k] for k in ("img_size", "batch_size", "lr", "backbone_lr_scale", "weight_decay",
                                       "warmup_steps", "neck_channels", "head_convs", "norm_stats", "pretrained",
-                                      "mean", "std", "augment", "precision", "epochs") if k in base}
+                                      "mean", "std", "augment", "precision", "epochs", "clip", "clip_norm") if k in base}
         if img_size:
             train["img_size"] = parse_per_task(img_size, train.get("img_size") or {}, "--img-size", shapes=True)
         if batch_size:
