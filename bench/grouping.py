@@ -84,7 +84,7 @@ def main(argv=None) -> None:
               "| grouping | backbones | predicted | predicted rank | Top-1 | mAP50 | mIoU | val score | trained rank |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['grouping']} | {r['backbones']:g} | {r['predicted']:+.4f} | {r['predicted_rank']} | "
+        lines.append(f"| {r['grouping']} | {r['backbones']:g} | {r['predicted']:+.3g} | {r['predicted_rank']} | "
                      f"{r['cls_top1']:.4f} | {r['det_map50']:.4f} | {r['seg_miou']:.4f} | {r['score']:.4f} | "
                      f"{r['trained_rank']} |")
     lines += ["", f"Trained in {trained_s / 60:.0f} min (runs reused where they existed); the whole bench "

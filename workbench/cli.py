@@ -556,7 +556,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
     tasks, affinity = read_affinity(run.path)
     candidates = rank_candidates(affinity, tasks, max_backbones)
     if not do_train:
-        records = [{"rank": k, "grouping": c.label, "backbones": c.backbones, "predicted": round(c.predicted, 6)}
+        records = [{"rank": k, "grouping": c.label, "backbones": c.backbones, "predicted": float(f"{c.predicted:.6g}")}
                    for k, c in enumerate(candidates, start=1)]
     else:
         if not data_path or not budget:
@@ -579,7 +579,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
         rows, rho = train_groups(GroupingConfig(run.id, data_path, budget, backbone or run.info.backbone, half_backbone,
                                                 max_backbones, train, str(run.path.parent), device, seed, n_boot))
         records = [{"predicted_rank": r.predicted_rank, "grouping": r.candidate.label,
-                    "backbones": r.candidate.backbones, "predicted": round(r.candidate.predicted, 6),
+                    "backbones": r.candidate.backbones, "predicted": float(f"{r.candidate.predicted:.6g}"),
                     "trained_rank": r.trained_rank, **{k: round(v, 6) for k, v in r.metrics.items()},
                     "diff_vs_one": round(r.diff, 6), "diff_low": round(r.ci[0], 6), "diff_high": round(r.ci[1], 6),
                     "runs": " ".join(r.runs)} for r in rows]
@@ -597,19 +597,19 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
                f"+ = i's step lowers j's loss):")
     click.echo("        " + "".join(f"{t:>10}" for t in tasks))
     for t, row in zip(tasks, affinity):
-        click.echo(f"{t:<8}" + "".join(f"{v:>+10.4f}" for v in row))
+        click.echo(f"{t:<8}" + "".join(f"{v:>+10.3g}" for v in row))
     if not do_train:
         click.echo(f"groupings within {max_backbones:g} backbones, best predicted first:")
         width = max(len(r["grouping"]) for r in records)
         for r in records:
             click.echo(f"  {r['rank']}. {r['grouping']:<{width}}  {r['backbones']:g} backbone(s)  "
-                       f"predicted {r['predicted']:+.4f}")
+                       f"predicted {r['predicted']:+.3g}")
         click.echo(f"recommended: {records[0]['grouping']} (the cheap estimate; `--train --budget` checks it)")
     else:
         width = max(len(r["grouping"]) for r in records)
         click.echo(f"{'grouping':<{width}}  backbones  predicted (rank)  val score (rank)  vs one backbone [95%]")
         for r in records:
-            click.echo(f"{r['grouping']:<{width}}  {r['backbones']:>9g}  {r['predicted']:+.4f} ({r['predicted_rank']})"
+            click.echo(f"{r['grouping']:<{width}}  {r['backbones']:>9g}  {r['predicted']:+.3g} ({r['predicted_rank']})"
                        f"     {r['score']:.4f} ({r['trained_rank']})     {r['diff_vs_one']:+.4f} "
                        f"[{r['diff_low']:+.4f}, {r['diff_high']:+.4f}]")
         click.echo(f"rank correlation of predicted and trained (Spearman): {rho:+.3f}")
