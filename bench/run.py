@@ -429,6 +429,11 @@ def main(argv=None) -> None:
                               "bench/ONNX.md")
     # the command line's start-up time, fresh processes (bench/startup.py)
     startup = script_stage(b, "startup", "bench/startup.py", ["--repeats", "5"], "bench/STARTUP.md")
+    # which tasks should share a backbone: affinity, predicted and trained rankings (bench/grouping.py; its runs
+    # are reused when they exist, about 40 minutes cold)
+    script_stage(b, "grouping", "bench/grouping.py", ["--data", data, "--weights", args.weights], "bench/GROUPING.md")
+    grouping = Path("bench/GROUPING.md").read_text().split("## The affinity run", 1)[1].splitlines()
+    grouping = ["### The affinity run", *[("#" + ln if ln.startswith("## ") else ln) for ln in grouping]]
     tp = read_json(Path("bench/THROUGHPUT.json"))
     step_over = tp["median_s"][tp["default_cpu"]] / tp["median_s"][tp["bare"]] - 1
     search_info = (EnsembleSpec.load(spec_path).info or {}).get("search", {})
@@ -480,6 +485,8 @@ def main(argv=None) -> None:
              "## Command-line start-up (issue 18)", "",
              "Wall time of a fresh `mtwb` process, median and slowest of 5 (bench/startup.py; goal: at most 1.5 s):",
              "", *startup, "",
+             "## Task grouping (issue 20)", "",
+             "Which tasks should share a backbone (bench/grouping.py, bench/GROUPING.md; one seed):", "", *grouping, "",
              "## Distillation", "", *distil, "",
              "## The searched ensemble (`mtwb ensemble search`)", "", "```", search_out.strip(), "```", "",
              "## Members against the best one on val (`mtwb ensemble compare`, paired bootstrap)", "", "```",
