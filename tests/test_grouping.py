@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from tests.conftest import tiny_train_config
 from workbench.cli import run as cli_run
 from workbench.errors import RunError
-from workbench.grouping import (FULL, HALF, GroupingConfig, fit_sizes, partitions, predicted_score, rank_candidates,
-                                spearman, train_groups)
+from workbench.grouping import (FULL, HALF, GroupingConfig, affinity_intervals, fit_sizes, partitions, predicted_score,
+                                rank_candidates, spearman, train_groups)
 from workbench.train.affinity import affinity_matrix, lookahead_affinity
 from workbench.train.trainer import TrainConfig, train
 
@@ -95,6 +95,20 @@ def test_predicted_scores_by_hand():
     assert [c.backbones for c in ranked] == [1.5, 1.0, 1.5, 1.5, 1.5]
 
 
+def test_affinity_intervals_by_hand(tmp_path):
+    # cls -> det measured 1, 2, 3: mean 2, standard deviation 1, standard error 1/sqrt(3): 2 +- 1.96/sqrt(3)
+    # det -> cls measured -1, 1: mean 0, its interval holds 0; the diagonal is left out
+    lines = ["step,source,target,affinity"] + [f"{k},cls,det,{v}" for k, v in enumerate([1, 2, 3])] + \
+        [f"{k},det,cls,{v}" for k, v in enumerate([-1, 1])] + ["0,cls,cls,5"]
+    (tmp_path / "affinity_steps.csv").write_text("\n".join(lines) + "\n")
+    got = affinity_intervals(tmp_path, ("cls", "det"))
+    assert set(got) == {("cls", "det"), ("det", "cls")}
+    mean, low, high, n = got[("cls", "det")]
+    assert (mean, n) == (2.0, 3) and (low, high) == pytest.approx((2 - 1.96 / 3 ** 0.5, 2 + 1.96 / 3 ** 0.5))
+    mean, low, high, n = got[("det", "cls")]
+    assert mean == 0.0 and low < 0 < high and n == 2
+
+
 def test_spearman_by_hand():
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
@@ -143,6 +157,7 @@ def test_grouping_command_ranks_from_the_affinity(affinity_run, tmp_path, monkey
     rows = list(csv.DictReader(open(tmp_path / "g.csv")))
     assert len(rows) == 5 and [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5]
     assert f"recommended: {rows[0]['grouping']}" in out
+    assert "between tasks, affinities whose 95% interval over the 2 measurements excludes 0: " in out
     assert rows[-1]["grouping"] in out and float(rows[0]["predicted"]) >= float(rows[-1]["predicted"])
 
 

@@ -549,7 +549,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
                  img_size, batch_size, lr, seed, n_boot, device, out, as_json):
     """Rank the ways to split the tasks into groups, one backbone each, from RUN's task affinity; with
     --train, train each at an equal budget and show the true val score beside the prediction."""
-    from workbench.grouping import rank_candidates, read_affinity, train_groups
+    from workbench.grouping import affinity_intervals, rank_candidates, read_affinity, train_groups
     from workbench.io import write_text
     from workbench.runs import open_run
     run = open_run(from_run)
@@ -598,6 +598,14 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
     click.echo("        " + "".join(f"{t:>10}" for t in tasks))
     for t, row in zip(tasks, affinity):
         click.echo(f"{t:<8}" + "".join(f"{v:>+10.3g}" for v in row))
+    intervals = affinity_intervals(run.path, tasks)
+    if intervals:
+        n = next(iter(intervals.values()))[3]
+        clear = [f"{i} -> {j} {m:+.3g} [{lo:+.3g}, {hi:+.3g}]" for (i, j), (m, lo, hi, _) in intervals.items()
+                 if lo > 0 or hi < 0]
+        click.echo(f"between tasks, affinities whose 95% interval over the {n} measurements excludes 0: "
+                   + ("; ".join(clear) if clear else "none: the measurements cannot tell any pair's affinity from "
+                      "none, so the predicted order below is noise; train the candidates (--train) before choosing"))
     if not do_train:
         click.echo(f"groupings within {max_backbones:g} backbones, best predicted first:")
         width = max(len(r["grouping"]) for r in records)

@@ -124,6 +124,28 @@ def read_affinity(run_dir: Path) -> tuple[tuple[str, ...], np.ndarray]:
     return tasks, matrix
 
 
+def affinity_intervals(run_dir: Path, tasks: tuple[str, ...]) -> dict[tuple[str, str], tuple[float, float, float, int]]:
+    """Per (source, target) pair of different tasks: the mean of the run's measurements
+    (affinity_steps.csv) and its normal 95% interval (mean +- 1.96 standard errors over the measurements),
+    and their number; {} when the run kept no measurements. An interval holding 0 is an affinity the
+    measurements cannot tell from none."""
+    import csv
+    path = Path(run_dir) / "affinity_steps.csv"
+    if not path.is_file():
+        return {}
+    values: dict[tuple[str, str], list[float]] = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r["source"] != r["target"] and r["source"] in tasks and r["target"] in tasks:
+                values.setdefault((r["source"], r["target"]), []).append(float(r["affinity"]))
+    out = {}
+    for pair, v in values.items():
+        mean = float(np.mean(v))
+        half = 1.96 * float(np.std(v, ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else float("inf")
+        out[pair] = (mean, mean - half, mean + half, len(v))
+    return out
+
+
 @dataclass
 class GroupingConfig:
     """`mtwb grouping --train`: train every candidate's groups at an equal total budget and score them.
@@ -252,5 +274,5 @@ def _run_dir(ref: str, runs_dir: str) -> Path:
     return path if path.is_dir() else Path(runs_dir) / ref
 
 
-__all__ = ["Candidate", "GroupingConfig", "GroupingRow", "group_run_id", "train_groups", "FULL", "HALF", "fit_sizes", "partitions", "predicted_score", "rank_candidates",
+__all__ = ["Candidate", "GroupingConfig", "affinity_intervals", "GroupingRow", "group_run_id", "train_groups", "FULL", "HALF", "fit_sizes", "partitions", "predicted_score", "rank_candidates",
            "read_affinity", "spearman"]
