@@ -218,3 +218,14 @@ def test_tensorboard_scalars_are_the_csv_values(tiny_data, tmp_path):
     assert [(e.step, round(e.value, 4)) for e in events.Scalars("epoch/score")] == \
         [(int(r["epoch"]), round(float(r["score"]), 4)) for r in epochs]
     assert len(epochs) == 2 and len(steps) == 4
+
+
+def test_json_output_is_the_records_alone(tiny_run, tiny_data, tmp_path):
+    # a prediction prints "device: ..." and progress first: with --json those go to stderr, stdout parses
+    import json
+    import shutil
+    shutil.copytree(tiny_run, tmp_path / "runs" / "r", ignore=shutil.ignore_patterns("preds"))
+    proc = here("predict", "r", "--data", tiny_data, "--device", "cpu", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [record] = json.loads(proc.stdout)
+    assert (record["run"], record["reused"]) == ("r", False) and "device: cpu" in proc.stderr

@@ -1,6 +1,8 @@
 """`mtwb`: the command line. Each command parses options, builds a config, calls one function, prints."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import sys
@@ -30,18 +32,33 @@ def split_option(*choices: str):
                         help="Split: " + "; ".join(f"{c} ({SPLIT_HELP[c]})" for c in choices) + ".")
 
 
+_RECORDS_OUT: list = []  # where --json's records go: the real stdout, while the command's other output goes to stderr
+
+
 def json_option(command):
-    """--json: print the table as a JSON list of records instead."""
+    """--json: print the table as a JSON list of records instead; everything else the command prints
+    (progress, "device: ...", training lines) then goes to stderr, so that stdout is the JSON alone."""
+    @functools.wraps(command)
+    def run_command(*args, **kwargs):
+        if not kwargs.get("as_json"):
+            return command(*args, **kwargs)
+        _RECORDS_OUT.append(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return command(*args, **kwargs)
+        finally:
+            _RECORDS_OUT.pop()
     return click.option("--json", "as_json", is_flag=True,
                         help="Print the table as a JSON list of records (one object per row, keys as the "
-                             "columns, missing values null).")(command)
+                             "columns, missing values null); other output goes to stderr.")(run_command)
 
 
 def echo_records(records: list[dict]) -> None:
-    """Print records as the JSON list every --json prints (NaN as null)."""
+    """Print records as the JSON list every --json prints (NaN as null), on the real stdout."""
     def clean(v):
         return None if isinstance(v, float) and v != v else round(v, 6) if isinstance(v, float) else v
-    click.echo(json.dumps([{k: clean(v) for k, v in r.items()} for r in records], allow_nan=False))
+    click.echo(json.dumps([{k: clean(v) for k, v in r.items()} for r in records], allow_nan=False),
+               file=_RECORDS_OUT[-1] if _RECORDS_OUT else None)
 
 
 def metric_records(first: str, rows: list[tuple[str, dict]], **more) -> list[dict]:
