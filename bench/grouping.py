@@ -66,6 +66,7 @@ def main(argv=None) -> None:
     trained_text, trained_s = mtwb(trained_cmd + ["--json"], capture=True)
     rows = json.loads(trained_text)
     table, _ = mtwb(trained_cmd, capture=True)  # every run reused: the printed table of the same numbers
+    table = "\n".join(ln for ln in table.splitlines() if not ln.startswith(("reusing ", "training ")))
 
     lines = header("Task grouping from lookahead affinity (issue 20)", "python bench/grouping.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
@@ -84,10 +85,14 @@ def main(argv=None) -> None:
               "| grouping | backbones | predicted | predicted rank | Top-1 | mAP50 | mIoU | val score | trained rank |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['grouping']} | {r['backbones']:g} | {r['predicted']:+.3g} | {r['predicted_rank']} | "
+        lines.append(f"| {r['grouping'].replace('|', '/')} | {r['backbones']:g} | {r['predicted']:+.3g} | {r['predicted_rank']} | "
                      f"{r['cls_top1']:.4f} | {r['det_map50']:.4f} | {r['seg_miou']:.4f} | {r['score']:.4f} | "
                      f"{r['trained_rank']} |")
-    lines += ["", f"Trained in {trained_s / 60:.0f} min (runs reused where they existed); the whole bench "
+    runs = sorted({run for r in rows for run in r["runs"].split()})
+    train_s = sum(json.loads((Path("runs") / run / "run.json").read_text())["wall_time_s"] for run in runs)
+    lines += ["", f"The {len(runs)} group runs trained for {train_s / 60:.0f} min in all (their run.json wall times: "
+              "each grouping's budget, the runs a grouping shares with another counted once); this invocation "
+              f"took {trained_s / 60:.0f} min (runs reused where they existed), the whole bench "
               f"{(time.time() - t_all) / 60:.0f} min.", ""]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
