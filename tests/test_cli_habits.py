@@ -220,10 +220,11 @@ def test_tensorboard_scalars_are_the_csv_values(tiny_data, tmp_path):
     assert len(epochs) == 2 and len(steps) == 4
 
 
-def test_json_output_is_the_records_alone(tiny_run, tiny_data, tmp_path):
+def test_json_output_is_the_records_alone(tiny_run, tiny_data, tmp_path, monkeypatch):
     # a prediction prints "device: ..." and progress first: with --json those go to stderr, stdout parses
     import json
     import shutil
+    monkeypatch.setattr("workbench.predict.cache._ANNOUNCED", set())  # the device line: once per process
     shutil.copytree(tiny_run, tmp_path / "runs" / "r", ignore=shutil.ignore_patterns("preds"))
     proc = here("predict", "r", "--data", tiny_data, "--device", "cpu", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
