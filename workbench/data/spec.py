@@ -590,7 +590,8 @@ class DatasetSpec:
         lists = {"cls": lambda: list(self.cls_classes or []),
                  "det": lambda: [[int(c["id"]), str(c.get("name", ""))] for c in self.det_categories],
                  "seg": lambda: list(self.seg_classes or [])}
-        return {t: lists[t]() for t in TASKS if t in tasks and t in self.tasks}
+        known = [t for t in TASKS if t in tasks and t in self.tasks and (t != "det" or self.has_split("det", "train"))]
+        return {t: lists[t]() for t in known}  # det's categories live in its train annotations
 
     # -- splits ----------------------------------------------------------------------------
     def cls_labels(self, split: str) -> Iterator[tuple[Path, str]] | None:
