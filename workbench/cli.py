@@ -567,7 +567,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
     """Rank the ways to split the tasks into groups, one backbone each, from RUN's task affinity; with
     --train, train each at an equal budget and show the true val score beside the prediction."""
     from workbench.grouping import affinity_intervals, rank_candidates, read_affinity, train_groups
-    from workbench.io import write_text
+    from workbench.io import csv_text, write_text
     from workbench.runs import open_run
     run = open_run(from_run)
     tasks, affinity = read_affinity(run.path)
@@ -601,13 +601,7 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
                     "diff_vs_one": round(r.diff, 6), "diff_low": round(r.ci[0], 6), "diff_high": round(r.ci[1], 6),
                     "runs": " ".join(r.runs)} for r in rows]
     out = Path(out or run.path / ("grouping-trained.csv" if do_train else "grouping.csv"))
-    import csv
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    write_text(out, buf.getvalue())
+    write_text(out, csv_text(records))
     if as_json:
         return echo_records(records)
     click.echo(f"affinity of {run.id} (row: the step's task i, column: the task j whose loss moved; "

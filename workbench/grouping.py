@@ -215,8 +215,12 @@ def train_groups(config: GroupingConfig, progress: bool = True) -> tuple[list[Gr
     if any(HALF in c.sizes for c in candidates) and not config.half_backbone:
         raise RunError(f"a budget of {config.max_backbones:g} backbones admits half-size backbones: name one with "
                        "--half-backbone (e.g. a narrower timm model), or give a whole number of backbones")
+    if any(t not in tasks for t in TASKS):
+        raise RunError(f"{config.from_run}: its affinity covers {', '.join(tasks)}; the candidates must serve "
+                       f"all of {', '.join(TASKS)}")
     total = parse_budget(config.budget)
-    run_of: dict[tuple[tuple[str, ...], float, int], Path] = {}
+    run_of: dict[tuple[tuple[str, ...], float, int], Path] = {}  # (group, size, seconds) -> its run
+    runs: dict[Candidate, list[Path]] = {}
     for c in candidates:
         share = int(round(total / len(c.groups)))
         for group, size in zip(c.groups, c.sizes):
@@ -242,27 +246,19 @@ def train_groups(config: GroupingConfig, progress: bool = True) -> tuple[list[Gr
                           "device": config.device}
                 path = train(TrainConfig(**fields), progress=progress)
             run_of[key] = path
+        runs[c] = [run_of[(g, s, share)] for g, s in zip(c.groups, c.sizes)]
 
-    def runs(c: Candidate) -> list[Path]:
-        share = int(round(total / len(c.groups)))
-        return [run_of[(g, s, share)] for g, s in zip(c.groups, c.sizes)]
-
-    members = list(dict.fromkeys(Member(str(p)) for c in candidates for p in runs(c)))
+    members = list(dict.fromkeys(Member(str(p)) for paths in runs.values() for p in paths))
     specs = {}
     for c in candidates:
-        by_task = {t: Member(str(p)) for g, p in zip(c.groups, runs(c)) for t in g}
-        specs[c.label] = EnsembleSpec({t: TaskBlend((by_task[t],), (1.0,), FusionConfig()) for t in TASKS
-                                       if t in by_task})
-    missing = [t for t in TASKS if t not in tasks]
-    if missing:
-        raise RunError(f"{config.from_run}: its affinity covers {', '.join(tasks)}; the candidates must serve "
-                       f"all of {', '.join(TASKS)}")
+        by_task = {t: Member(str(p)) for g, p in zip(c.groups, runs[c]) for t in g}
+        specs[c.label] = EnsembleSpec({t: TaskBlend((by_task[t],), (1.0,), FusionConfig()) for t in TASKS})
     result = compare_members(members, config.data, "val", config.n_boot, config.seed, config.device,
                              progress=progress, specs=specs)
     rows = []
     for rank, c in enumerate(candidates, start=1):
         row = result.row(c.label)
-        rows.append(GroupingRow(c, tuple(p.name for p in runs(c)), rank, row.metrics,
+        rows.append(GroupingRow(c, tuple(p.name for p in runs[c]), rank, row.metrics,
                                 row.diff(result.row(result.best), "score"), row.ci["score"]))
     for rank, r in enumerate(sorted(rows, key=lambda r: -r.metrics["score"]), start=1):
         r.trained_rank = rank

@@ -1,7 +1,9 @@
 """Files on the ground floor: atomic writes (everything under runs/ and submissions/ goes through here), JSON and YAML, hashes, masks."""
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import hashlib
 import json
 import os
@@ -89,6 +91,16 @@ def write_text(path: str | Path, text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def csv_text(rows: list[dict]) -> str:
+    """Rows (dicts) as CSV text: a header of every key in first-seen order, a line per row."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(path: str | Path, obj) -> None:

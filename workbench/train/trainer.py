@@ -27,8 +27,6 @@ so state.pt always holds the samplers' positions after its step.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import random
 import os
@@ -51,7 +49,7 @@ from workbench.data.loaders import build_datasets, collate_det
 from workbench.data.spec import DatasetSpec
 from workbench.dist import Dist
 from workbench.errors import RunError, check_name, did_you_mean
-from workbench.io import atomic_path, hash_file, write_text, write_yaml
+from workbench.io import atomic_path, csv_text, hash_file, write_text, write_yaml
 from workbench.locks import LOCK, Lock, acquire, clean_leftovers
 from workbench.train.affinity import affinity_matrix, heatmap_png, lookahead_affinity, matrix_csv
 from workbench.metrics.scoring import score_predictions
@@ -341,15 +339,6 @@ def validate(model, val_sets: dict, spec: DatasetSpec, truth, tasks, device) -> 
     out, _ = predict_all(model, {t: val_sets[t] for t in tasks}, spec.det_category_ids, device)
     preds = merge_tasks(*(out[t][0] if t in out else Predictions() for t in TASKS))
     return score_predictions(preds, truth, tasks=tuple(tasks))
-
-
-def _csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 # --- building a trainer: each step returns one object --------------------------------------------
@@ -822,11 +811,11 @@ class Trainer:
 
     def write_logs(self) -> None:
         if self.rows:
-            write_text(self.run_dir / "metrics.csv", _csv(self.rows))
+            write_text(self.run_dir / "metrics.csv", csv_text(self.rows))
         if self.step_rows:
-            write_text(self.run_dir / "steps.csv", _csv(self.step_rows))
+            write_text(self.run_dir / "steps.csv", csv_text(self.step_rows))
         if self.affinity_rows:  # every measurement, their mean as a matrix, and its heat map
-            write_text(self.run_dir / "affinity_steps.csv", _csv(self.affinity_rows))
+            write_text(self.run_dir / "affinity_steps.csv", csv_text(self.affinity_rows))
             matrix = affinity_matrix(self.affinity_rows, self.tasks)
             write_text(self.run_dir / "affinity.csv", matrix_csv(matrix, self.tasks))
             n = len({r["step"] for r in self.affinity_rows})
