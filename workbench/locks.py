@@ -105,6 +105,30 @@ def holding(path: Path, what: str) -> Iterator[Lock]:
         lock.release()
 
 
+@contextmanager
+def waiting(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` for the block, waiting while another process holds it.
+
+    For work every process would do identically (decoding a data set's image cache under torchrun):
+    the first builds, the others wait, then find it built. An OS lock (`fcntl.flock`), so the kernel
+    releases it when its holder dies; the empty file stays. Where `fcntl` does not exist (Windows) the
+    block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def clean_leftovers(folder: Path, name: str) -> list[Path]:
     """Remove what dead writers of `folder`/`name` left beside it: temporary folders and files
     (`.<name>.*.tmp`, from `workbench.io.atomic_*`) and replaced copies (`.<name>.old-<pid>`,
@@ -124,4 +148,4 @@ def clean_leftovers(folder: Path, name: str) -> list[Path]:
     return removed
 
 
-__all__ = ["LOCK", "Lock", "acquire", "alive", "clean_leftovers", "holding"]
+__all__ = ["LOCK", "Lock", "acquire", "alive", "clean_leftovers", "holding", "waiting"]

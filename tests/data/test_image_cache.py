@@ -74,7 +74,7 @@ def test_cache_is_rebuilt_after_a_source_image_changes(data, tmp_path):
     assert not second.prepare().reused and second.disk.folder == folder  # rebuilt in place, nothing stale beside it
     assert not torch.equal(second.item(0)[0], before)
     assert_same(items(second), items(build_datasets(spec, "train", SIZES)["seg"]))
-    assert sorted(p.name for p in root.iterdir()) == [folder.name]
+    assert sorted(p.name for p in root.iterdir() if p.suffix != ".lock") == [folder.name]  # (+ its empty lock file)
     other = build_datasets(spec, "train", {**SIZES, "seg": 96}, cache_dir=root)["seg"]
     assert other.prepare().folder != folder and other.item(0)[0].shape == (3, 96, 96)
 
@@ -107,3 +107,43 @@ def test_damaged_cache_is_rebuilt(tmp_path):
     (first.folder / "images.npy").write_bytes(b"truncated")
     second = cached_arrays(tmp_path / "c", "cls", 4, [(src,)] * 3, {}, decode)
     assert not second.reused and [int(second.images[i, 0, 0, 0]) for i in range(3)] == [1, 2, 3]
+
+
+def _build_slowly(root, src, log, barrier, results):
+    """One process of the race below: decode three images slowly, logging who decoded each."""
+    import time
+
+    def decode(i):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {i}\n")
+        time.sleep(0.3)
+        return {"images": np.full((4, 4, 3), i + 1, np.uint8)}
+
+    barrier.wait()
+    got = cached_arrays(root, "cls", 4, [(src,)] * 3, {}, decode, threads=1)
+    results.put((os.getpid(), got.reused, [int(got.images[i, 0, 0, 0]) for i in range(3)]))
+
+
+def test_processes_that_need_the_same_cache_decode_it_once(tmp_path):
+    # torchrun ranks build the same folder at the same moment: one decodes, the other waits and reuses it
+    # (without the wait both decoded and one failed renaming its copy onto the other's).
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    src = tmp_path / "a.txt"
+    src.write_text("x")
+    log = tmp_path / "decoded.log"
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_build_slowly, args=(tmp_path / "c", src, log, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    got = sorted(results.get(timeout=5) for _ in range(2))
+    assert all(values == [1, 2, 3] for _, _, values in got)
+    decoders = {line.split()[0] for line in log.read_text().splitlines()}
+    assert len(log.read_text().splitlines()) == 3 and len(decoders) == 1
+    assert sorted(reused for _, reused, _ in got) == [False, True]
+    assert str(next(pid for pid, reused, _ in got if not reused)) in decoders
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.endswith(".tmp")]

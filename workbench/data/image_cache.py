@@ -32,6 +32,7 @@ import numpy as np
 from workbench.errors import DataError
 from workbench.data.transforms import canvas_hw, size_label
 from workbench.io import atomic_dir
+from workbench.locks import waiting
 
 VERSION = 1
 ARRAYS = ("images", "masks", "extra")
@@ -118,6 +119,23 @@ def cached_arrays(root: Path, task: str, size, sources: Sequence[Sequence[Path |
     folder = cache_folder(root, task, size, sources)
     key = fingerprint(sources, {"task": task, "size": size if isinstance(size, int) else list(canvas_hw(size)),
                                 **params})
+    reused = _reuse(folder, key, n, t0)
+    if reused is not None:
+        return reused
+    if n == 0:
+        raise DataError(folder, "no images to cache")
+    # Processes that need the same folder (torchrun ranks, two predictions at once) take turns: the
+    # first decodes, the others wait and then find the folder built. Unlocked, two builders raced to
+    # rename their copies into place and a reader could open the folder while it was swapped.
+    with waiting(folder.with_name(f".{folder.name}.lock")):
+        reused = _reuse(folder, key, n, t0)
+        if reused is not None:
+            return reused
+        return _build(folder, key, n, task, size, params, decode, threads, t0)
+
+
+def _reuse(folder: Path, key: str, n: int, t0: float) -> CachedArrays | None:
+    """The folder opened, if it holds these `n` images decoded with fingerprint `key`; else None."""
     meta = _read_meta(folder)
     if meta is not None and meta.get("fingerprint") == key and meta.get("version") == VERSION:
         try:
@@ -126,9 +144,12 @@ def cached_arrays(root: Path, task: str, size, sources: Sequence[Sequence[Path |
                 return CachedArrays(folder, arrays["images"], arrays.get("masks"), arrays.get("extra"),
                                     int(meta["bytes"]), True, time.perf_counter() - t0)
         except (OSError, ValueError, KeyError):
-            pass  # a damaged folder is rebuilt below
-    if n == 0:
-        raise DataError(folder, "no images to cache")
+            pass  # a damaged folder is rebuilt
+    return None
+
+
+def _build(folder: Path, key: str, n: int, task: str, size, params: dict,
+           decode: Callable[[int], dict[str, np.ndarray]], threads: int | None, t0: float) -> CachedArrays:
     first = decode(0)
     with atomic_dir(folder) as tmp:
         out = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=a.dtype, shape=(n, *a.shape))
