@@ -260,6 +260,7 @@ FIELD_OF = {
     "class_balance": ("class_balance", lambda v, _: parse_task_map(v, "--class-balance", str)),
     "task": ("tasks", lambda v, _: (v,)), "tasks": ("tasks", lambda v, _: tuple(t.strip() for t in v.split(","))),
     "student": ("backbone", None),
+    "one_pass": ("norm_stats", lambda v, _: "frozen" if v else None),
 }
 NOT_FIELDS = {"config_file", "overwrite", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
 # the fields a recipe cannot start without (distill trains a joint student)
@@ -360,6 +361,9 @@ def train_single_cmd(ctx, **_):
 @train.command("headft")
 @click.option("--from", "from_run", metavar="RUN", help="The joint run whose heads are fine-tuned.  [required]")
 @click.option("--tasks", default="cls,det,seg", show_default=True, help="Heads to fine-tune.")
+@click.option("--one-pass", is_flag=True,
+              help="Merge RUN's per-task BatchNorm statistics into one set (their mixture) and fine-tune the heads "
+                   "on it: one backbone pass then serves all three tasks of an image.")
 @recipe_options
 @click.pass_context
 def train_headft_cmd(ctx, **_):

@@ -109,3 +109,25 @@ def test_one_backbone_pass_serves_every_task_unless_the_statistics_are_per_task(
     assert backbone_passes(model("frozen").eval(), ("cls", "det", "seg")) == 1
     assert backbone_passes(model("shared").eval(), ("cls", "det", "seg")) == 1
     assert backbone_passes(model("task").eval(), ("cls", "det", "seg")) == 3
+
+
+def test_one_pass_merges_the_task_statistics_into_their_pooled_mixture():
+    from workbench.models.model import one_pass
+    m = model("task").eval()
+    for t, (mean, var) in {"cls": (0.0, 1.0), "det": (1.0, 2.0), "seg": (2.0, 3.0)}.items():
+        for i in range(len(m._norms)):
+            mu, v, _ = m.task_stats[t].stats(i)
+            mu.fill_(mean), v.fill_(var)
+    merged = one_pass(m)
+    # the three tasks' activations pooled: mean (0 + 1 + 2) / 3 = 1; E[x^2] = ((1 + 0) + (2 + 1) + (3 + 4)) / 3 = 11/3,
+    # var = 11/3 - 1^2 = 8/3
+    for n in merged._norms:
+        assert torch.allclose(n.running_mean, torch.ones_like(n.running_mean))
+        assert torch.allclose(n.running_var, torch.full_like(n.running_var, 8 / 3))
+    assert merged.norm_stats == "frozen" and merged.task_stats is None and not merged.training
+    assert not any(k.startswith("task_stats.") for k in merged.state_dict())
+    assert backbone_passes(merged, ("cls", "det", "seg")) == 1
+    same = [k for k, v in m.state_dict().items() if not k.startswith("task_stats.") and "running_" not in k]
+    assert all(torch.equal(m.state_dict()[k], merged.state_dict()[k]) for k in same)  # weights untouched
+    shared = model("shared")
+    assert one_pass(shared) is shared  # already one pass

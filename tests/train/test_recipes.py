@@ -125,6 +125,41 @@ def test_headft_freezes_backbone_and_keeps_each_heads_best_epoch(tiny_data, tiny
     assert all(r["grad_cls"] == "" for r in epochs)  # no backbone gradient while frozen
 
 
+def test_headft_one_pass_merges_the_statistics_and_runs_the_backbone_once(tiny_data, tiny_run, tmp_path):
+    from tests.conftest import mtwb_here
+    from workbench.runs import load_model, open_run
+    batches = ",".join(f"{t}={b}" for t, b in TINY_BATCH.items())
+    args = ["train", "headft", "--from", tiny_run, "--data", tiny_data, "--epochs", "1", "--steps-per-epoch", "1",
+            "--batch-size", batches, "--device", "cpu", "--name", "op"]
+    refused = mtwb_here([*args, "--one-pass", "--tasks", "cls"], tmp_path)
+    assert refused.returncode == 1 and "--one-pass changes the features of every task" in refused.stderr
+    assert "not without det, seg" in refused.stderr and not (tmp_path / "runs" / "op").exists()
+    done = mtwb_here([*args, "--one-pass"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = open_run(tmp_path / "runs" / "op")
+    assert run.model_config().norm_stats == "frozen" and "norm_stats: frozen" in (run.path / "config.yaml").read_text()
+    parent, child = load_file(str(tiny_run / "model.safetensors")), load_file(str(run.weights))
+    assert not any(k.startswith("task_stats.") for k in child)
+    # the first BatchNorm layer's statistics: the pooled mixture of the parent's three tasks' (by hand)
+    before = load_model(open_run(tiny_run), torch.device("cpu"))
+    key = next(f"{n}.running_mean" for n, m in before.named_modules() if m is before._norms[0])  # task_stats.*_0's layer
+    means = [parent[f"task_stats.{t}.mean_0"] for t in ("cls", "det", "seg")]
+    variances = [parent[f"task_stats.{t}.var_0"] for t in ("cls", "det", "seg")]
+    mean = sum(means) / 3
+    torch.testing.assert_close(child[key], mean)
+    torch.testing.assert_close(child[key.replace("mean", "var")],
+                               sum(v + mu ** 2 for v, mu in zip(variances, means)) / 3 - mean ** 2)
+    assert not torch.equal(child[key], parent[key])  # not the layer's own (pretrained) statistics
+    weights = [k for k in child if k.startswith(("backbone.", "neck.")) and "running_" not in k]
+    assert all(torch.equal(parent[k], child[k]) for k in weights)  # the backbone and neck stay frozen
+    model = load_model(run, torch.device("cpu"))
+    calls = []
+    model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64), ("cls", "det", "seg"))
+    assert len(calls) == 1
+
+
 def test_ema_copy_is_validated_and_saved_and_top_k_checkpoints_kept(tiny_data, tmp_path):
     run = train(tiny_train_config(tiny_data, tmp_path, "ema", epochs=3, ema=0.5, keep_top=2), progress=False)
     epochs = rows(run / "metrics.csv")

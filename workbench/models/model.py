@@ -7,7 +7,7 @@ its own mean and std, so callers never need to know the backbone's preprocessing
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import replace, asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -83,6 +83,31 @@ class TaskNormStats(nn.Module):
 
     def stats(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return getattr(self, f"mean_{i}"), getattr(self, f"var_{i}"), getattr(self, f"count_{i}")
+
+
+def one_pass(model: "MultiTaskModel") -> "MultiTaskModel":
+    """A per-task-statistics model turned into one whose backbone runs once for all three tasks.
+
+    Each BatchNorm layer gets one set of running statistics, the equal mixture of the tasks' own:
+    mean = mean of the task means, var = mean of (task var + task mean^2) - mean^2 (the variance of
+    the three tasks' activations pooled), and keeps it ("frozen": training never updates it). The
+    features shift for every task (each was trained under its own statistics), so the heads are then
+    fine-tuned on them (`mtwb train headft --one-pass`). A model with shared or frozen statistics
+    already runs one pass and is returned as it is.
+    """
+    if model.task_stats is None:
+        return model
+    merged = MultiTaskModel(replace(model.config, norm_stats="frozen", pretrained=None))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("task_stats.")}
+    names = {id(m): f"backbone.{n}" for n, m in model.backbone.named_modules()}
+    for i, m in enumerate(model._norms):
+        stats = [model.task_stats[t].stats(i) for t in model.task_stats]
+        mean = torch.stack([mu for mu, _, _ in stats]).mean(0)
+        var = torch.stack([v + mu ** 2 for mu, v, _ in stats]).mean(0) - mean ** 2
+        state[f"{names[id(m)]}.running_mean"], state[f"{names[id(m)]}.running_var"] = mean, var.clamp_min(0)
+    merged.load_state_dict(state)
+    device = next(model.parameters()).device
+    return merged.to(device).train(model.training).set_precision(model.precision)
 
 
 def check_finite(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
 from workbench.records.tasks import METRICS
-from workbench.models.model import ModelConfig, MultiTaskModel
+from workbench.models.model import ModelConfig, MultiTaskModel, one_pass
 from workbench.runs import WEIGHTS, Run, load_model, open_run, save_weights
 
 if TYPE_CHECKING:
@@ -131,14 +131,24 @@ class HeadFineTune(Recipe):
         return open_run(config.from_run, Path(config.runs_dir))
 
     def inherit(self, config: TrainConfig, parent: Run) -> TrainConfig:
-        """headft takes the parent's architecture, input sizes and normalisation."""
+        """headft takes the parent's architecture, input sizes and normalisation; with `--one-pass`
+        (norm_stats "frozen") a parent with per-task statistics gets them merged (models.model.one_pass)."""
         model = parent.model_config()
+        norm_stats = model.norm_stats
+        if config.norm_stats == "frozen" and model.norm_stats == "task":
+            missing = [t for t in parent.info.tasks if t not in config.tasks]
+            if missing:
+                raise RunError(f"--one-pass changes the features of every task of {parent.id}: fine-tune every head "
+                               f"(--tasks {','.join(parent.info.tasks)}), not without {', '.join(missing)}")
+            norm_stats = "frozen"
         return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
-                       norm_stats=model.norm_stats, pretrained=None,
+                       norm_stats=norm_stats, pretrained=None,
                        mean=model.mean, std=model.std, img_size=dict(parent.info.img_size or config.img_size))
 
     def build_model(self, spec: DatasetSpec, config: TrainConfig, parent: Run, device: torch.device) -> MultiTaskModel:
         model = load_model(parent, device).train()
+        if config.norm_stats == "frozen":
+            model = one_pass(model)  # one set of statistics: the backbone runs once for every task
         for p in [*model.backbone.parameters(), *model.neck.parameters()]:
             p.requires_grad_(False)
         return model
