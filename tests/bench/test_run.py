@@ -32,9 +32,9 @@ def cells(table: list[str], recipe: str) -> list[str]:
 
 def test_equal_budget_table(tiny_data, tiny_run, plain_outputs):
     budget = {"single-cls": "1m", "single-det": "2m", "single-seg": "2m", "joint": "4m", "headft": "1m"}
-    # the plain outputs stand in for the single-task runs too, and one run for both joint and headft
-    table = run.equal_budget(plain_outputs, plain_outputs, str(tiny_run), str(tiny_run), str(tiny_data), budget,
-                             n_boot=50)
+    # the plain outputs stand in for the single-task runs too, and one run for joint, headft and one-pass
+    table = run.equal_budget(plain_outputs, plain_outputs, str(tiny_run), str(tiny_run), str(tiny_run), str(tiny_data),
+                             budget, n_boot=50)
     assert [c.strip() for c in table[0].split("|")[1:4]] == ["recipe", "budget", "Top-1 (value)"]
     result = {t: json.loads((plain_outputs[t] / "result.json").read_text())[METRIC[t]] for t in METRIC}
     for t, col in zip(METRIC, (2, 3, 4)):
@@ -58,6 +58,9 @@ def test_equal_budget_table(tiny_data, tiny_run, plain_outputs):
     # the difference of the two printed scores (to their rounding); the singles are the plain outputs here
     assert float(vs_plain.split(": ")[1].split()[0]) == pytest.approx(float(one[5]) - float(three[5]), abs=1.1e-4)
     assert vs_singles.replace("three workbench single-task runs", "three plain scripts") == vs_plain
+    onepass = cells(table, "one checkpoint, one backbone pass: joint + headft --one-pass")
+    assert onepass[1] == "4m + 1m" and onepass[2:6] == one[2:6]
+    assert onepass[6] == f"{vs_singles}; score vs one checkpoint: joint + headft: +0.0000 [+0.0000, +0.0000]"
 
 
 def test_seeds_give_their_mean_and_range(tiny_data, plain_outputs, tmp_path):
