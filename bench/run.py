@@ -3,7 +3,7 @@
     python bench/run.py --data ../shared/data/traffic/dataset.yaml --weights ../shared/weights
 
 Stages, each a `mtwb` command (printed, and listed in the report so that anyone can replay it):
-three single-task runs, a joint run, head fine-tuning from the joint run, TTA predictions,
+three single-task runs, a joint run, head fine-tuning from the joint run (also with `--one-pass`), TTA predictions,
 `mtwb ensemble search` + `mtwb ensemble compare` on val, a distilled student, a submission of every candidate and ONE `mtwb score` of them all on the sealed test split
 (the only command that reads `truth/`). A run is reused when a complete run of the same name was
 made by the same command, and predictions come from each run's cache, so a second `make bench`

@@ -150,6 +150,33 @@ def test_a_run_is_re_created_from_its_config(tiny_data, tmp_path):
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["a", "b", "c"]
 
 
+def test_class_balance_defaults_to_a_weighted_seg_loss_that_an_option_extends_or_turns_off(tiny_data, tmp_path):
+    common = ["train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--img-size", "cls=32,det=64,seg=64",
+              "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--device", "cpu"]
+    for name, extra, expected in [("d", [], {"seg": "loss"}),
+                                  ("c", ["--class-balance", "cls=sample"], {"seg": "loss", "cls": "sample"}),
+                                  ("n", ["--class-balance", "seg=none"], {"seg": "none"})]:
+        proc = here(*common, "--name", name, *extra, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())["class_balance"] == expected
+    from workbench.train.trainer import Trainer
+    weighted = Trainer(TrainConfig.from_yaml_dict(yaml.safe_load((tmp_path / "runs" / "d" / "config.yaml").read_text())
+                                                  | {"name": "d2", "runs_dir": str(tmp_path / "x")}), tmp_path / "x" / "d2")
+    plain = Trainer(TrainConfig.from_yaml_dict(yaml.safe_load((tmp_path / "runs" / "n" / "config.yaml").read_text())
+                                               | {"name": "n2", "runs_dir": str(tmp_path / "x")}), tmp_path / "x" / "n2")
+    assert set(weighted.class_weights) == {"seg"} and plain.class_weights == {}
+    w = weighted.class_weights["seg"]
+    assert w.max() > w.min()  # the tiny set's classes are imbalanced: the rarer weigh more
+    # a config.yaml of a run made before the default (class_balance: null) re-runs as it was: unweighted
+    old = yaml.safe_load((tmp_path / "runs" / "d" / "config.yaml").read_text()) | {"class_balance": None}
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert here("train", "joint", "--config", "old.yaml", "--name", "o", cwd=tmp_path).returncode == 0
+    assert yaml.safe_load((tmp_path / "runs" / "o" / "config.yaml").read_text())["class_balance"] is None
+    proc = here(*common, "--name", "bad", "--class-balance", "seg=sample", cwd=tmp_path)
+    assert proc.returncode == 1 and "class balance seg=sample is not offered; choose cls=sample|loss|none, " \
+        "det=sample|none, seg=loss|none" in proc.stderr
+
+
 class FakeClock:
     def __init__(self):
         self.t = 0.0

