@@ -59,7 +59,7 @@ def main(argv=None) -> None:
         t = allinone_vs_singles({"joint": args.joint.format(seed=seed), "onepass": args.onepass.format(seed=seed)},
                                 {task: rows[0].folder(task, seed) for task in TASKS}, size)
         ratios.append(t["onepass"]["ratio"])
-        timing.append(f"| {seed} | {' + '.join(f'{v:.1f}' for v in t['singles_ms'].values())} | "
+        timing.append(f"| {seed} | {' + '.join(f'{v:.1f}' for v in t['onepass']['singles_ms'].values())} | "
                       f"{t['joint']['joint_ms']:.1f}, {ratio(t['joint'])} | {t['onepass']['joint_ms']:.1f}, "
                       f"{ratio(t['onepass'])} |")
     lines = [*header("One backbone pass for all three tasks", "python bench/one_pass.py " + " ".join(

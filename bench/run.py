@@ -138,7 +138,7 @@ def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps:
     One reading moves by 20-30% with the machine's state, so every model is timed once per round, the
     models interleaved, over `rounds` rounds; each round gives a ratio (a joint model's time over the
     sum of the singles' in that round). Returns {label: {"joint_ms", "ratio" (medians), "ratio_range"
-    (min, max)}, "singles_ms": {task: median ms per image}}."""
+    (min, max), "singles_ms": {task: median ms per image} (the same for every label)}}."""
     torch.manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, *canvas_hw(size)), dtype=torch.uint8)
     device = torch.device("cpu")
@@ -164,11 +164,12 @@ def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps:
         for t, m in singles.items():
             single_s[t].append(timed(m, (t,)))
     summed = [sum(single_s[t][k] for t in singles) for k in range(rounds)]
-    out = {label: {"joint_ms": 1000 * float(np.median(s)) / batch,
-                   "ratio": float(np.median([a / b for a, b in zip(s, summed)])),
-                   "ratio_range": (min(a / b for a, b in zip(s, summed)), max(a / b for a, b in zip(s, summed)))}
-           for label, s in joint_s.items()}
-    return {**out, "singles_ms": {t: 1000 * float(np.median(s)) / batch for t, s in single_s.items()}}
+    singles_ms = {t: 1000 * float(np.median(s)) / batch for t, s in single_s.items()}
+    return {label: {"joint_ms": 1000 * float(np.median(s)) / batch,
+                    "ratio": float(np.median([a / b for a, b in zip(s, summed)])),
+                    "ratio_range": (min(a / b for a, b in zip(s, summed)), max(a / b for a, b in zip(s, summed))),
+                    "singles_ms": singles_ms}
+            for label, s in joint_s.items()}
 
 
 def ratio(timing: dict) -> str:
@@ -395,7 +396,7 @@ def main(argv=None) -> None:
     # the joint run (per-task statistics: one backbone pass per task on a shared image) and the one-pass
     # checkpoint (`headft --one-pass`: the statistics merged, one backbone pass for all three heads)
     timing = allinone_vs_singles({"joint": f"{p}-joint-lite0", "onepass": f"{p}-onepass-lite0"}, singles, sizes["det"])
-    inf, onepass_inf = {**timing["joint"], "singles_ms": timing["singles_ms"]}, timing["onepass"]
+    inf, onepass_inf = timing["joint"], timing["onepass"]
     other = OTHER_CONVS
     # the same two figures with the other neck and head convolutions (`--head-convs conv`, full 3x3s);
     # time does not depend on the weights, so a freshly built model stands for the joint and every single one
@@ -404,8 +405,7 @@ def main(argv=None) -> None:
     spec_ = DatasetSpec(data)
     sep_model = MultiTaskModel(ModelConfig("efficientnet_lite0", len(spec_.cls_classes), len(spec_.det_category_ids),
                                            len(spec_.seg_classes), head_convs=other))
-    sep_timing = allinone_vs_singles({"conv": sep_model}, {t: sep_model for t in TASKS}, sizes["det"])
-    sep_inf = {**sep_timing["conv"], "singles_ms": sep_timing["singles_ms"]}
+    sep_inf = allinone_vs_singles({"conv": sep_model}, {t: sep_model for t in TASKS}, sizes["det"])["conv"]
     wbf_ms, wbf_boxes = wbf_cost([parse_member(m) for m in multi], data)
     coco_s = scoring_cost(data, f"{p}-joint-lite0")
     perf = [
