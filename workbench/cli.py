@@ -194,8 +194,11 @@ def recipe_options(f):
         click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: one pass of the largest task)."),
         click.option("--budget", help="Training time, e.g. 90s, 15m, 2h: the first steps and one validation are timed, "
                                       "then the steps per epoch (and the LR schedule) are set to fill it; recorded in run.json."),
-        click.option("--sampling", type=click.Choice(["round-robin", "proportional"]), default="round-robin", show_default=True,
-                     help="round-robin: a batch of every task each step; proportional: one task a step, by data set size."),
+        click.option("--sampling", type=click.Choice(["round-robin", "proportional", "equal-compute"]), default="round-robin", show_default=True,
+                     help="round-robin: a batch of every task each step; proportional: one task a step, by data set size; "
+                          "equal-compute: one task a step, the one whose batches so far cost least (images x pixels), "
+                          "so each task gets an equal share of the time, as equal-minute single-task runs would."),
+        click.option("--task-share", help="Compute shares of --sampling equal-compute, e.g. cls=1,det=2,seg=2 (default equal)."),
         click.option("--task-steps", help="Per-task budget of batches, e.g. cls=200,det=800: a task stops early, the others go on."),
         click.option("--balance", default="fixed", show_default=True,
                      help="Loss balancing: fixed, magnitude (losses within --balance-ratio), uncertainty (Kendall et al.), pcgrad."),
@@ -263,6 +266,7 @@ def _batches(v, base):
 FIELD_OF = {
     "data_path": ("data", None), "img_size": ("img_size", _sizes), "batch_size": ("batch_size", _batches),
     "task_steps": ("task_steps", lambda v, _: parse_task_map(v, "--task-steps", int)),
+    "task_share": ("task_share", lambda v, _: parse_task_map(v, "--task-share")),
     "loss_weights": ("loss_weights", lambda v, _: parse_task_map(v, "--loss-weights")),
     "class_balance": ("class_balance", lambda v, base: {**(default_class_balance() if base is None else base),
                                                         **parse_task_map(v, "--class-balance", str)}),

@@ -21,7 +21,7 @@ from workbench.models.losses import cls_loss
 from workbench.train.average import average_run, average_state_dicts
 from workbench.train.recipes import RECIPES, Joint, list_recipes, register_recipe
 from workbench.train.streams import TaskStream, step_tasks
-from workbench.train.trainer import Trainer, TrainConfig, train
+from workbench.train.trainer import Trainer, TrainConfig, count_steps, train
 
 from tests.conftest import TINY_BATCH, TINY_SIZES, tiny_train_config
 
@@ -218,6 +218,51 @@ def test_proportional_sampling_draws_tasks_by_data_set_size():
     assert drawn.count("cls") / 3000 == pytest.approx(0.6, abs=0.03)
     assert step_tasks("round-robin", list(sizes), sizes, 0, 7) == ["cls", "det", "seg"]
     assert drawn == [step_tasks("proportional", list(sizes), sizes, 0, s)[0] for s in range(3000)]  # seeded by step
+
+
+def test_equal_compute_sampling_gives_each_task_an_equal_share_of_pixels():
+    cost = {"cls": 1, "det": 5, "seg": 5}  # a det or seg batch costs five cls batches
+    taken, drawn = {t: 0 for t in cost}, []
+    for step in range(21):
+        [task] = step_tasks("equal-compute", list(cost), {}, 0, step, taken, cost)
+        taken[task] += 1
+        drawn.append(task[0])
+    # all three at 0: cls, det, seg in order; then cls until its 5 batches match the others' 5 (a tie
+    # goes to the earlier task), then det, seg, ...
+    assert "".join(drawn) == "cdscccc" + "cdscccc" + "cdscccc"
+    assert taken == {"cls": 15, "det": 3, "seg": 3}
+
+
+def test_equal_compute_epoch_lets_every_task_pass_once_through_its_data(tiny_data, tmp_path):
+    config = tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=None, sampling="equal-compute")
+    # batch costs in pixels: cls 8 x 32 x 32 = 8192, det and seg 4 x 64 x 64 = 16384
+    streams = {"cls": TaskStream(40, 8, 0, "cls"), "det": TaskStream(20, 4, 0, "det"), "seg": TaskStream(8, 4, 0, "seg")}
+    # passes cost cls 5 x 8192, det 5 x 16384 (the longest), seg 2 x 16384: det's pass at equal shares
+    # takes 81920 / 8192 = 10 cls steps, 5 det and 5 seg
+    assert count_steps(config, streams) == 20
+
+
+def test_equal_compute_run_takes_one_task_a_step(tiny_data, tmp_path):
+    run = train(tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=6, sampling="equal-compute"), progress=False)
+    steps = rows(run / "steps.csv")
+    # tiny batches: cls 8192 px, det and seg 16384: cls, det, seg, cls (8192 < 16384), cls (a tie: the
+    # earlier task), det
+    taken = ["".join(t[0] for t in ("cls", "det", "seg") if s[f"loss_{t}"] != "") for s in steps]
+    assert taken == ["c", "d", "s", "c", "c", "d"]
+
+
+def test_task_share_weights_equal_compute_sampling(tiny_data, tmp_path):
+    config = tiny_train_config(tiny_data, tmp_path, "share", steps_per_epoch=6, sampling="equal-compute",
+                               task_share={"cls": 2})
+    (tmp_path / "share").mkdir()
+    trainer = Trainer(config, tmp_path / "share")
+    # cls's share doubled: its 8192-px batches count 4096 against det's and seg's 16384: cls, det, seg,
+    # then cls three times (8192, 12288, 16384) where an equal share took two
+    assert ["".join(trainer.plan_step(s).batches) for s in range(6)] == ["cls", "det", "seg", "cls", "cls", "cls"]
+    with pytest.raises(RunError, match="--sampling equal-compute"):
+        tiny_train_config(tiny_data, tmp_path, "rr", task_share={"cls": 2})
+    with pytest.raises(RunError, match="> 0"):
+        tiny_train_config(tiny_data, tmp_path, "zero", sampling="equal-compute", task_share={"cls": 0})
 
 
 def test_class_balanced_stream_draws_classes_equally_and_state_resumes():

@@ -65,7 +65,7 @@ from workbench.runs import RUNS_DIR, Run, save_weights
 from workbench.train.balancing import BALANCERS, CLIP_MODES, clip_task_gradients, make_balancer
 from workbench.train.curves import plot_training_curves
 from workbench.train.recipes import RECIPES, get_recipe
-from workbench.train.streams import SAMPLING, TaskStream, _seed, make_batch, step_tasks
+from workbench.train.streams import SAMPLING, TaskStream, _seed, batch_cost, make_batch, step_tasks
 
 DEFAULT_SIZES = {"cls": 64, "det": 128, "seg": 128}
 DEFAULT_BATCH = {"cls": 32, "det": 8, "seg": 8}
@@ -119,7 +119,10 @@ class TrainConfig:
     precision: str = "auto"
     steps_per_epoch: int | None = None  # None: the largest task's batches (round-robin) or their sum
     budget: str | None = None  # training time, e.g. "15m": the step count fills it (see fit_budget)
-    sampling: str = "round-robin"  # or proportional: one task a step, drawn by data set size
+    # round-robin: a batch of every task each step; proportional: one task a step, drawn by data set size;
+    # equal-compute: one task a step, the one whose batches so far cost least (streams.batch_cost)
+    sampling: str = "round-robin"
+    task_share: dict | None = None  # equal-compute: task -> relative share of the compute (default 1 each)
     task_steps: dict | None = None  # task -> its budget of batches; it stops early, the others go on
     balance: str = "fixed"  # a name in workbench.train.balancing.BALANCERS
     loss_weights: dict | None = None  # task -> fixed weight (default 1)
@@ -176,6 +179,11 @@ class TrainConfig:
             raise RunError("epochs must be >= 1")
         if self.sampling not in SAMPLING:
             raise RunError(f"unknown task sampling {self.sampling!r}; choose one of {', '.join(SAMPLING)}")
+        if self.task_share is not None:
+            if self.sampling != "equal-compute":
+                raise RunError("--task-share sets the compute shares of equal-compute sampling: give --sampling equal-compute")
+            if not all(float(v) > 0 for v in self.task_share.values()):
+                raise RunError(f"--task-share: every share must be > 0, got {self.task_share}")
         if self.balance not in BALANCERS:
             raise RunError(f"unknown loss balancing {self.balance!r}; choose one of {', '.join(BALANCERS)}")
         if self.clip not in CLIP_MODES:
@@ -401,15 +409,26 @@ def build_pseudo_streams(pseudo_sets: dict, config: TrainConfig) -> dict[str, Ta
 
 
 def count_steps(config: TrainConfig, streams: dict[str, TaskStream]) -> int:
-    """Optimizer steps an epoch: steps_per_epoch, else the largest task's batches (round-robin) or
-    their sum (proportional), over accum; at least 1."""
+    """Optimizer steps an epoch: steps_per_epoch, else the largest task's batches (round-robin), their
+    sum (proportional) or, equal-compute, the steps in which every task passes once through its data
+    at equal shares of the compute; over accum; at least 1."""
     if config.steps_per_epoch:
         steps = config.steps_per_epoch
     elif config.sampling == "proportional":
         steps = sum(s.batches_per_pass() for s in streams.values()) // config.accum
+    elif config.sampling == "equal-compute" and len(streams) > 1:
+        cost = task_costs(config, streams)
+        pass_cost = max(s.batches_per_pass() * cost[t] for t, s in streams.items())  # the longest task's pass
+        steps = round(sum(pass_cost / cost[t] for t in streams)) // config.accum
     else:
         steps = max(s.batches_per_pass() for s in streams.values()) // config.accum
     return max(1, steps)
+
+
+def task_costs(config: TrainConfig, tasks) -> dict[str, float]:
+    """Each task's batch cost for equal-compute sampling: input pixels over the task's share."""
+    share = config.task_share or {}
+    return {t: batch_cost(config.batch_size[t], config.img_size[t]) / float(share.get(t, 1)) for t in tasks}
 
 
 def build_optimizer(model: MultiTaskModel, balancer: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -560,7 +579,8 @@ class Trainer:
         the samplers and the per-task batch counts."""
         config = self.config
         active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
-        chosen = step_tasks(config.sampling, active, self.sizes, config.seed, step) if active else []
+        chosen = step_tasks(config.sampling, active, self.sizes, config.seed, step, self.batches_taken,
+                            task_costs(config, active)) if active else []
         batches: dict[str, list[tuple[bool, list[int]]]] = {}
         for task in chosen:
             batches[task] = []
