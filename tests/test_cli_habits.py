@@ -3,6 +3,7 @@
 lines in logs."""
 from __future__ import annotations
 
+import csv
 import io
 import subprocess
 import sys
@@ -175,6 +176,23 @@ def test_class_balance_defaults_to_a_weighted_seg_loss_that_an_option_extends_or
     proc = here(*common, "--name", "bad", "--class-balance", "seg=sample", cwd=tmp_path)
     assert proc.returncode == 1 and "class balance seg=sample is not offered; choose cls=sample|loss|none, " \
         "det=sample|none, seg=loss|none" in proc.stderr
+
+
+def test_task_share_reaches_the_config_and_needs_equal_compute_sampling(tiny_data, tmp_path):
+    common = ["train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--img-size", "cls=32,det=64,seg=64",
+              "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "2", "--device", "cpu"]
+    proc = here(*common, "--name", "ec", "--sampling", "equal-compute", "--task-share", "cls=2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load((tmp_path / "runs" / "ec" / "config.yaml").read_text())
+    assert (config["sampling"], config["task_share"]) == ("equal-compute", {"cls": 2.0})
+    with open(tmp_path / "runs" / "ec" / "steps.csv") as f:
+        steps = list(csv.DictReader(f))
+    # pixels a batch over the share: cls 2 x 32 x 32 / 2 = 1024, det and seg 2 x 64 x 64 = 8192
+    assert [[t for t in ("cls", "det", "seg") if s[f"loss_{t}"]] for s in steps] == [["cls"], ["det"], ["seg"], ["cls"]]
+    proc = here(*common, "--name", "rr", "--task-share", "cls=2", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip() == \
+        "error: --task-share sets the compute shares of equal-compute sampling: give --sampling equal-compute"
+    assert not (tmp_path / "runs" / "rr").exists()
 
 
 class FakeClock:
