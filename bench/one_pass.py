@@ -38,6 +38,9 @@ def main(argv=None) -> None:
     parser.add_argument("--headft", required=True, help="their headft runs (per-task statistics), with {seed}")
     parser.add_argument("--onepass", required=True, help="their headft --one-pass runs, with {seed}")
     parser.add_argument("--budgets", default="4m + 4m + 4m|9m + 3m", help="SINGLES|JOINT+HEADFT, as labels")
+    parser.add_argument("--row", action="append", default=[],
+                        help="a further row of the quality table, as bench/equal_budget.py: NAME|BUDGET|SOURCES[|REFERENCES]")
+    parser.add_argument("--title", default="One backbone pass for all three tasks")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--note", action="append", default=[], help="a paragraph written under the tables")
     parser.add_argument("--out", required=True)
@@ -48,7 +51,8 @@ def main(argv=None) -> None:
     rows = [Row(singles, singles_budget, dict(s.split("=", 1) for s in args.singles.split(","))),
             Row("one checkpoint: joint + headft (per-task statistics)", joint_budget, {"all": args.headft}, [singles]),
             Row("one checkpoint, one backbone pass: joint + headft --one-pass", joint_budget, {"all": args.onepass},
-                [singles, "one checkpoint: joint + headft (per-task statistics)"])]
+                [singles, "one checkpoint: joint + headft (per-task statistics)"]),
+            *(Row.parse(text) for text in args.row)]
     table = equal_budget_table(rows, seeds, args.data, args.n_boot)
 
     timing = ["| seed | singles ms (cls + det + seg) | joint, per-task statistics: ms, ratio | one-pass: ms, ratio |",
@@ -62,7 +66,7 @@ def main(argv=None) -> None:
         timing.append(f"| {seed} | {' + '.join(f'{v:.1f}' for v in t['onepass']['singles_ms'].values())} | "
                       f"{t['joint']['joint_ms']:.1f}, {ratio(t['joint'])} | {t['onepass']['joint_ms']:.1f}, "
                       f"{ratio(t['onepass'])} |")
-    lines = [*header("One backbone pass for all three tasks", "python bench/one_pass.py " + " ".join(
+    lines = [*header(args.title, "python bench/one_pass.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))), "",
         "## Quality (val)", "", *table, "",
         f"Intervals: {args.n_boot} resamples of the val images (per task, paired across rows) and of the "

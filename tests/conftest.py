@@ -21,7 +21,10 @@ TINY_BATCH = {"cls": 8, "det": 4, "seg": 4}
 
 
 def tiny_train_config(data: Path, runs: Path, name: str, backbone: str = "resnet10t", **kw) -> TrainConfig:
-    """A joint run of a few optimizer steps on 32-64 px images: seconds on a CPU."""
+    """A joint run of a few optimizer steps on 32-64 px images: seconds on a CPU. Round-robin sampling (a
+    batch of every task each step, what most tests of a step look at) unless `sampling` is given."""
+    if "sampling" not in kw and kw.get("recipe", "joint") == "joint" and not kw.get("affinity_every"):
+        kw["sampling"] = "round-robin"
     return TrainConfig(data=str(data), backbone=backbone, epochs=kw.pop("epochs", 1), img_size=dict(TINY_SIZES),
                        batch_size=dict(TINY_BATCH), steps_per_epoch=kw.pop("steps_per_epoch", 2), name=name,
                        runs_dir=str(runs), device="cpu", neck_channels=16, **kw)

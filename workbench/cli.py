@@ -194,11 +194,12 @@ def recipe_options(f):
         click.option("--steps-per-epoch", type=int, help="Optimizer steps per epoch (default: one pass of the largest task)."),
         click.option("--budget", help="Training time, e.g. 90s, 15m, 2h: the first steps and one validation are timed, "
                                       "then the steps per epoch (and the LR schedule) are set to fill it; recorded in run.json."),
-        click.option("--sampling", type=click.Choice(["round-robin", "proportional", "equal-compute"]), default="round-robin", show_default=True,
+        click.option("--sampling", type=click.Choice(["round-robin", "proportional", "equal-compute"]),
                      help="round-robin: a batch of every task each step; proportional: one task a step, by data set size; "
                           "equal-compute: one task a step, the one whose batches so far cost least (images x pixels), "
-                          "so each task gets an equal share of the time, as equal-minute single-task runs would."),
-        click.option("--task-share", help="Compute shares of --sampling equal-compute, e.g. cls=1,det=2,seg=2 (default equal)."),
+                          "so each task gets its share of the time (--task-share). Default: equal-compute for a joint "
+                          "run (bench/JOINT_SHARES.md), round-robin otherwise."),
+        click.option("--task-share", help="Compute shares of --sampling equal-compute (default cls=1,det=2,seg=2: the crops learn from fewer pixels)."),
         click.option("--task-steps", help="Per-task budget of batches, e.g. cls=200,det=800: a task stops early, the others go on."),
         click.option("--balance", default="fixed", show_default=True,
                      help="Loss balancing: fixed, magnitude (losses within --balance-ratio), uncertainty (Kendall et al.), pcgrad."),

@@ -90,7 +90,8 @@ def test_distil_on_tiny_data(tiny_data, tiny_run, tmp_path):
                            route={"cls": "crop_*", "det": "scene_*", "seg": "scene_*"}, device="cpu", seg_confidence=0.05,
                            runs_dir=str(tmp_path),
                            train=dict(backbone="resnet10t", epochs=1, steps_per_epoch=2, img_size=dict(TINY_SIZES),
-                                      batch_size=dict(TINY_BATCH), neck_channels=16, seg_confidence=0.05))
+                                      batch_size=dict(TINY_BATCH), neck_channels=16, seg_confidence=0.05,
+                                      sampling="round-robin"))  # every task (and its pseudo-labels) at step 0
     pseudo, run = distill(config, progress=False)
     meta = json.loads((pseudo.parent / "meta.json").read_text())
     assert 0 < meta["det_threshold"] <= 1 and meta["det_threshold_f1_on_val"] is not None

@@ -234,7 +234,8 @@ def test_equal_compute_sampling_gives_each_task_an_equal_share_of_pixels():
 
 
 def test_equal_compute_epoch_lets_every_task_pass_once_through_its_data(tiny_data, tmp_path):
-    config = tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=None, sampling="equal-compute")
+    config = tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=None, sampling="equal-compute",
+                               task_share={"cls": 1, "det": 1, "seg": 1})
     # batch costs in pixels: cls 8 x 32 x 32 = 8192, det and seg 4 x 64 x 64 = 16384
     streams = {"cls": TaskStream(40, 8, 0, "cls"), "det": TaskStream(20, 4, 0, "det"), "seg": TaskStream(8, 4, 0, "seg")}
     # passes cost cls 5 x 8192, det 5 x 16384 (the longest), seg 2 x 16384: det's pass at equal shares
@@ -243,7 +244,8 @@ def test_equal_compute_epoch_lets_every_task_pass_once_through_its_data(tiny_dat
 
 
 def test_equal_compute_run_takes_one_task_a_step(tiny_data, tmp_path):
-    run = train(tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=6, sampling="equal-compute"), progress=False)
+    run = train(tiny_train_config(tiny_data, tmp_path, "ec", steps_per_epoch=6, sampling="equal-compute",
+                                  task_share={"cls": 1, "det": 1, "seg": 1}), progress=False)
     steps = rows(run / "steps.csv")
     # tiny batches: cls 8192 px, det and seg 16384: cls, det, seg, cls (8192 < 16384), cls (a tie: the
     # earlier task), det
@@ -251,16 +253,28 @@ def test_equal_compute_run_takes_one_task_a_step(tiny_data, tmp_path):
     assert taken == ["c", "d", "s", "c", "c", "d"]
 
 
+def test_a_joint_run_samples_equal_compute_at_the_default_shares_by_default(tiny_data, tmp_path):
+    joint = tiny_train_config(tiny_data, tmp_path, "j", sampling=None)  # None: TrainConfig's default
+    assert (joint.sampling, joint.task_share) == ("equal-compute", {"cls": 1, "det": 2, "seg": 2})
+    two = tiny_train_config(tiny_data, tmp_path, "two", sampling=None, tasks=("cls", "seg"), task_share={"seg": 3})
+    assert (two.sampling, two.task_share) == ("equal-compute", {"cls": 1, "seg": 3})  # a share not given: the default's
+    single = tiny_train_config(tiny_data, tmp_path, "s", recipe="single", tasks=("det",))
+    affinity = tiny_train_config(tiny_data, tmp_path, "a", affinity_every=5)  # it needs a batch of every task
+    assert [(c.sampling, c.task_share) for c in (single, affinity)] == [("round-robin", None)] * 2
+    explicit = tiny_train_config(tiny_data, tmp_path, "rr", sampling="round-robin")
+    assert (explicit.sampling, explicit.task_share) == ("round-robin", None)
+
+
 def test_task_share_weights_equal_compute_sampling(tiny_data, tmp_path):
     config = tiny_train_config(tiny_data, tmp_path, "share", steps_per_epoch=6, sampling="equal-compute",
-                               task_share={"cls": 2})
+                               task_share={"cls": 2, "det": 1, "seg": 1})
     (tmp_path / "share").mkdir()
     trainer = Trainer(config, tmp_path / "share")
     # cls's share doubled: its 8192-px batches count 4096 against det's and seg's 16384: cls, det, seg,
     # then cls three times (8192, 12288, 16384) where an equal share took two
     assert ["".join(trainer.plan_step(s).batches) for s in range(6)] == ["cls", "det", "seg", "cls", "cls", "cls"]
     with pytest.raises(RunError, match="--sampling equal-compute"):
-        tiny_train_config(tiny_data, tmp_path, "rr", task_share={"cls": 2})
+        tiny_train_config(tiny_data, tmp_path, "rr", sampling="round-robin", task_share={"cls": 2})
     with pytest.raises(RunError, match="> 0"):
         tiny_train_config(tiny_data, tmp_path, "zero", sampling="equal-compute", task_share={"cls": 0})
 
