@@ -126,7 +126,7 @@ class TrainConfig:
     # autocast of the forward passes: "auto" = bf16 on a GPU that has it, else fp32 (models.model.resolve_precision);
     # fp16 adds a dynamic loss scale (torch.amp.GradScaler). run.json records the one used.
     precision: str = "auto"
-    steps_per_epoch: int | None = None  # None: the largest task's batches (round-robin) or their sum
+    steps_per_epoch: int | None = None  # None: as count_steps (one pass through the data, by sampling)
     budget: str | None = None  # training time, e.g. "15m": the step count fills it (see fit_budget)
     # round-robin: a batch of every task each step; proportional: one task a step, drawn by data set size;
     # equal-compute: one task a step, the one whose batches so far cost least (streams.batch_cost).
