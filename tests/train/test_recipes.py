@@ -275,6 +275,8 @@ def test_task_share_weights_equal_compute_sampling(tiny_data, tmp_path):
     assert ["".join(trainer.plan_step(s).batches) for s in range(6)] == ["cls", "det", "seg", "cls", "cls", "cls"]
     with pytest.raises(RunError, match="--sampling equal-compute"):
         tiny_train_config(tiny_data, tmp_path, "rr", sampling="round-robin", task_share={"cls": 2})
+    with pytest.raises(RunError, match=r"--task-share names det, which this run does not train \(tasks: cls,seg\)"):
+        tiny_train_config(tiny_data, tmp_path, "stray", tasks=("cls", "seg"), sampling="equal-compute", task_share={"det": 2})
     with pytest.raises(RunError, match="> 0"):
         tiny_train_config(tiny_data, tmp_path, "zero", sampling="equal-compute", task_share={"cls": 0})
 

@@ -190,6 +190,9 @@ class TrainConfig:
         if self.sampling is None:
             joint = self.recipe == "joint" and len(self.tasks) > 1 and not self.affinity_every
             object.__setattr__(self, "sampling", DEFAULT_SAMPLING if joint else "round-robin")
+        stray = sorted(set(self.task_share or {}) - set(self.tasks))
+        if stray:
+            raise RunError(f"--task-share names {', '.join(stray)}, which this run does not train (tasks: {','.join(self.tasks)})")
         if self.sampling == "equal-compute":  # a share not given: the default's
             object.__setattr__(self, "task_share", {t: (self.task_share or {}).get(t, DEFAULT_TASK_SHARE[t])
                                                     for t in self.tasks})
