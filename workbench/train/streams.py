@@ -86,8 +86,8 @@ def step_tasks(sampling: str, tasks: Sequence[str], sizes: dict[str, int], seed:
     data set size (from a generator seeded by (seed, step), so it is the same after a resume);
     equal-compute: one task, the one whose batches so far cost least (`taken[t]` batches of `cost[t]`
     each, a cost already divided by the task's share; ties go to the earlier task), so every task gets
-    about its share of the compute. It
-    depends only on the counts, so a resumed run and every process of a torchrun choose alike.
+    about its share of the compute. It depends only on the counts, so a resumed run and every process
+    of a torchrun choose alike.
     """
     if sampling == "round-robin" or len(tasks) == 1:
         return list(tasks)

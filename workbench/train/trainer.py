@@ -430,7 +430,7 @@ def build_pseudo_streams(pseudo_sets: dict, config: TrainConfig) -> dict[str, Ta
 def count_steps(config: TrainConfig, streams: dict[str, TaskStream]) -> int:
     """Optimizer steps an epoch: steps_per_epoch, else the largest task's batches (round-robin), their
     sum (proportional) or, equal-compute, the steps in which every task passes once through its data
-    at equal shares of the compute; over accum; at least 1."""
+    at its share of the compute; over accum; at least 1."""
     if config.steps_per_epoch:
         steps = config.steps_per_epoch
     elif config.sampling == "proportional":
@@ -534,6 +534,7 @@ class Trainer:
         self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
         self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
         self._loss_scale = 1.0  # fp16's current loss scale during a step
+        self.batch_costs = task_costs(config, self.tasks)  # equal-compute sampling's per-batch costs
         self._start_progress()
 
     def _start_progress(self) -> None:
@@ -599,7 +600,7 @@ class Trainer:
         config = self.config
         active = [t for t in self.tasks if not config.task_steps or self.batches_taken[t] < config.task_steps.get(t, 1 << 62)]
         chosen = step_tasks(config.sampling, active, self.sizes, config.seed, step, self.batches_taken,
-                            task_costs(config, active)) if active else []
+                            self.batch_costs) if active else []
         batches: dict[str, list[tuple[bool, list[int]]]] = {}
         for task in chosen:
             batches[task] = []
