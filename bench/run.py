@@ -18,6 +18,7 @@ import os
 import shlex
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -130,9 +131,10 @@ class Bench:
                 sum(t for _, _, t, _, _ in self.commands))
 
 
-def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps: int = 5, rounds: int = 5) -> dict:
+def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps: int = 5, rounds: int = 5,
+                        fold: bool = True) -> dict:
     """Forward time of each AllInOne model with all three heads vs the three single-task models, each with
-    its head, on the same batch of images of `size` (N or (H, W)) (no grad, CPU, eval mode). Models or
+    its head, on the same batch of images of `size` (N or (H, W)) (no grad, CPU, eval mode; `fold`: BatchNorm folded, as `mtwb predict` runs them). Models or
     run names: `joints` {label: model}, `singles` {task: model}.
 
     One reading moves by 20-30% with the machine's state, so every model is timed once per round, the
@@ -144,7 +146,7 @@ def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps:
     device = torch.device("cpu")
 
     def timed(model, tasks) -> float:
-        with torch.no_grad():
+        with torch.no_grad(), (model.folded_norms() if fold else nullcontext()):  # fold: as mtwb predict runs it
             model(images, tasks)
             t0 = time.perf_counter()
             for _ in range(reps):

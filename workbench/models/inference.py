@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Sequence
 
 import numpy as np
@@ -151,18 +152,27 @@ def predict_all(model, datasets: dict, category_ids: Sequence[int], device: torc
     """
     views = views or {}
     out, timings = {}, {}
-    for task in [t for t in TASKS if t in datasets]:
-        t = time.perf_counter()
-        v = tuple(views.get(task, IDENTITY))
-        part = (parts or {}).get(task)
-        if task == "cls":
-            out[task] = predict_cls(model, datasets["cls"], device, batch_size, progress, v, part)
-        elif task == "det":
-            out[task] = predict_det(model, datasets["det"], category_ids, device, batch_size, progress, v, part)
-        else:
-            out[task] = predict_seg(model, datasets["seg"], device, batch_size, progress, v, part)
-        timings[f"{task}_s"] = round(time.perf_counter() - t, 3)
+    with folded(model):
+        for task in [t for t in TASKS if t in datasets]:
+            t = time.perf_counter()
+            v = tuple(views.get(task, IDENTITY))
+            part = (parts or {}).get(task)
+            if task == "cls":
+                out[task] = predict_cls(model, datasets["cls"], device, batch_size, progress, v, part)
+            elif task == "det":
+                out[task] = predict_det(model, datasets["det"], category_ids, device, batch_size, progress, v, part)
+            else:
+                out[task] = predict_seg(model, datasets["seg"], device, batch_size, progress, v, part)
+            timings[f"{task}_s"] = round(time.perf_counter() - t, 3)
     return out, timings
+
+
+def folded(model):
+    """`model` in eval mode with its BatchNorm folded into its convolutions for the block
+    (MultiTaskModel.folded_norms); any other model (an onnxruntime session folds its own) as it is."""
+    if not hasattr(model, "folded_norms"):
+        return nullcontext(model)
+    return model.eval().folded_norms()
 
 
 def merge_tasks(cls: Predictions, det: Predictions, seg: Predictions) -> Predictions:
