@@ -35,7 +35,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--singles", required=True, help="cls=FOLDER,det=FOLDER,seg=FOLDER, with {seed}")
     parser.add_argument("--joint", required=True, help="the joint runs (per-task statistics), with {seed}")
-    parser.add_argument("--headft", required=True, help="their headft runs (per-task statistics), with {seed}")
+    parser.add_argument("--headft", help="their headft runs (per-task statistics), with {seed}; without it, the "
+                        "table has no per-task headft row")
     parser.add_argument("--onepass", required=True, help="their headft --one-pass runs, with {seed}")
     parser.add_argument("--budgets", default="4m + 4m + 4m|9m + 3m", help="SINGLES|JOINT+HEADFT, as labels")
     parser.add_argument("--row", action="append", default=[],
@@ -48,10 +49,11 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     singles_budget, joint_budget = args.budgets.split("|")
     singles = "three single-task runs"
+    per_task = "one checkpoint: joint + headft (per-task statistics)"
     rows = [Row(singles, singles_budget, dict(s.split("=", 1) for s in args.singles.split(","))),
-            Row("one checkpoint: joint + headft (per-task statistics)", joint_budget, {"all": args.headft}, [singles]),
+            *([Row(per_task, joint_budget, {"all": args.headft}, [singles])] if args.headft else []),
             Row("one checkpoint, one backbone pass: joint + headft --one-pass", joint_budget, {"all": args.onepass},
-                [singles, "one checkpoint: joint + headft (per-task statistics)"]),
+                [singles, *([per_task] if args.headft else [])]),
             *(Row.parse(text) for text in args.row)]
     table = equal_budget_table(rows, seeds, args.data, args.n_boot)
 
