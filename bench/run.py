@@ -6,7 +6,8 @@ Stages, each a `mtwb` command (printed, and listed in the report so that anyone 
 three single-task runs, a joint run, head fine-tuning from the joint run (also with `--one-pass`), TTA predictions,
 `mtwb ensemble search` + `mtwb ensemble compare` on val, a distilled student, a submission of every candidate and ONE `mtwb score` of them all on the sealed test split
 (the only command that reads `truth/`). A run is reused when a complete run of the same name was
-made by the same command, and predictions come from each run's cache, so a second `make bench`
+made by the same command resolving to the same settings (`mtwb train ... --dry-run`: a changed default
+retrains; a headft run also needs the same parent run), and predictions come from each run's cache, so a second `make bench`
 that changed nothing only re-blends, re-submits, re-scores and rewrites the report (minutes).
 Then the performance figures (measured side by side here), bench/REPORT.md and the HTML report.
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import shlex
+import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -23,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import yaml
 import torch
 
 from _common import header, run_measured  # noqa: E402  (bench/ is the script folder)
@@ -84,22 +87,36 @@ class Bench:
             print(out, flush=True)
         return out
 
+    def settings(self, argv: list[str]) -> str:
+        """What a training command would run with: `mtwb train ... --dry-run` (its config.yaml, defaults
+        resolved, so a changed default retrains it) and, for headft, when its parent run was made (a
+        retrained parent retrains it); "" for other commands (distill: its command alone)."""
+        if argv[:1] != ["train"]:
+            return ""
+        out = subprocess.run([self.wb, *argv, "--dry-run"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(argv)} --dry-run failed: {out.stderr.strip().splitlines()[-1:]}")
+        parent = yaml.safe_load(out.stdout).get("from_run")
+        made = RunInfo.read(Path(self.args.runs_dir) / parent).created if parent else None
+        return out.stdout + (f"parent {parent} made {made}\n" if parent else "")
+
     def train(self, stage: str, name: str, argv: list[str]) -> RunInfo:
         """Train run `name` with `mtwb <argv> --name name --overwrite` unless a complete run of that name
-        was made by the same command; its run.json."""
+        was made by the same command with the same resolved settings (`settings`); its run.json."""
         run = Path(self.args.runs_dir) / name
         full = [*argv, "--name", name, "--overwrite"]
         shown = "mtwb " + " ".join(shlex.quote(a) for a in full)
         done = run / COMMAND_FILE
+        key = " ".join(full) + "\n" + self.settings(full)
         if (run / RUN_FILE).exists() and RunInfo.read(run).status == "complete" \
-                and done.exists() and done.read_text() == " ".join(full):
+                and done.exists() and done.read_text() == key:
             print(f"[bench] {stage}: reusing {run}", flush=True)
             known = self.times.get(shown, RunInfo.read(run).wall_time_s or 0.0)
             cost, rss = (known["s"], known.get("rss_mb")) if isinstance(known, dict) else (known, None)
             self.commands.append((stage, shown, cost, True, rss))
         else:
             self.wb_run(stage, full)
-            done.write_text(" ".join(full))
+            done.write_text(key)
             self.times[shown] = {"s": self.commands[-1][2], "rss_mb": self.commands[-1][4]}
             write_json(self.times_file, self.times)
         return RunInfo.read(run)

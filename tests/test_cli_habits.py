@@ -195,6 +195,28 @@ def test_task_share_reaches_the_config_and_needs_equal_compute_sampling(tiny_dat
     assert not (tmp_path / "runs" / "rr").exists()
 
 
+def test_dry_run_prints_the_config_yaml_the_run_then_writes_and_trains_nothing(tiny_data, tmp_path):
+    common = ["train", "joint", "--data", tiny_data, "--backbone", "resnet10t", "--img-size", "cls=32,det=64,seg=64",
+              "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--device", "cpu", "--name", "j"]
+    dry = here(*common, "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert not (tmp_path / "runs" / "j").exists()
+    printed = yaml.safe_load(dry.stdout)
+    # the defaults resolved, as config.yaml records them: a joint run of three tasks gets equal-compute 1:2:2
+    assert (printed["sampling"], printed["task_share"]) == ("equal-compute", {"cls": 1, "det": 2, "seg": 2})
+    assert here(*common, cwd=tmp_path).returncode == 0
+    assert printed == yaml.safe_load((tmp_path / "runs" / "j" / "config.yaml").read_text())
+    # headft: the parent's architecture and sizes inherited, --one-pass turning per-task statistics into one set
+    child = ["train", "headft", "--from", "j", "--data", tiny_data, "--epochs", "1", "--steps-per-epoch", "1",
+             "--batch-size", "2", "--device", "cpu", "--one-pass", "--name", "h"]
+    dry = here(*child, "--dry-run", cwd=tmp_path)
+    printed = yaml.safe_load(dry.stdout)
+    assert (printed["backbone"], printed["norm_stats"], printed["img_size"]["det"]) == ("resnet10t", "frozen", 64)
+    assert not (tmp_path / "runs" / "h").exists()
+    assert here(*child, cwd=tmp_path).returncode == 0
+    assert printed == yaml.safe_load((tmp_path / "runs" / "h" / "config.yaml").read_text())
+
+
 class FakeClock:
     def __init__(self):
         self.t = 0.0

@@ -275,7 +275,7 @@ FIELD_OF = {
     "student": ("backbone", None),
     "one_pass": ("norm_stats", lambda v, _: "frozen" if v else None),
 }
-NOT_FIELDS = {"config_file", "overwrite", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
+NOT_FIELDS = {"config_file", "overwrite", "dry_run", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
 # the fields a recipe cannot start without (distill trains a joint student)
 REQUIRED = {"joint": ("data", "backbone"), "single": ("data", "backbone", "tasks"), "headft": ("data", "from_run")}
 
@@ -312,9 +312,19 @@ def config_fields(ctx: click.Context, recipe: str) -> dict:
 
 
 def run_recipe(ctx: click.Context, recipe: str) -> None:
-    from workbench.train.trainer import TrainConfig, train as train_run
+    from workbench.train.trainer import TrainConfig, resolve_config, train as train_run
     config = TrainConfig(**config_fields(ctx, recipe))
+    if ctx.params.get("dry_run"):
+        import yaml
+        click.echo(yaml.safe_dump(resolve_config(config)[0].to_yaml_dict(), sort_keys=False), nl=False)
+        return
     report_run(train_run(config, overwrite=ctx.params["overwrite"]))
+
+
+def dry_run_option(f):
+    return click.option("--dry-run", is_flag=True,
+                        help="Print the settings the run would start from (its config.yaml: defaults resolved, "
+                             "headft's inherited) and exit: nothing trained, no run folder.")(f)
 
 
 def report_run(run_dir: Path) -> None:
@@ -353,6 +363,7 @@ def train(ctx, resume_run):
                    "0: off.")
 @head_convs_option
 @recipe_options
+@dry_run_option
 @click.pass_context
 def train_joint_cmd(ctx, **_):
     """Tasks (all three by default) on one backbone."""
@@ -366,6 +377,7 @@ def train_joint_cmd(ctx, **_):
 @click.option("--norm", help="Input mean,std for the pretrained weights, e.g. 0.5,0.5.")
 @head_convs_option
 @recipe_options
+@dry_run_option
 @click.pass_context
 def train_single_cmd(ctx, **_):
     """One task alone: the baseline every comparison needs."""
@@ -380,6 +392,7 @@ def train_single_cmd(ctx, **_):
                    "on it: one backbone pass then serves all three tasks of an image (a run with shared or frozen "
                    "statistics runs one pass already and is fine-tuned as it is).")
 @recipe_options
+@dry_run_option
 @click.pass_context
 def train_headft_cmd(ctx, **_):
     """Freeze a run's backbone and neck; fine-tune each head on its own data (best epoch per head)."""

@@ -1094,6 +1094,14 @@ def abandon_run_dir(path: Path, aside: Path | None) -> None:
         os.replace(aside, path)
 
 
+def resolve_config(config: TrainConfig) -> tuple[TrainConfig, Run | None]:
+    """The settings a run of `config` starts from (what its config.yaml will hold: defaults resolved, and
+    for headft the parent's architecture, sizes and normalisation inherited) and the parent run (or None)."""
+    recipe = RECIPES[config.recipe]
+    parent = recipe.open_parent(config)
+    return recipe.inherit(config, parent), parent
+
+
 def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, kind: str | None = None,
           parents: list[str] | None = None, notes: dict | None = None) -> Path:
     """Start a run of `config.recipe`.
@@ -1105,9 +1113,7 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
     Returns:
         The run folder, with run.json status "complete".
     """
-    recipe = RECIPES[config.recipe]
-    parent = recipe.open_parent(config)
-    config = recipe.inherit(config, parent)
+    config, parent = resolve_config(config)
     spec = DatasetSpec(config.data)
     resolve_device(config.device)  # a device this machine lacks is refused before the run folder is made
     check_backbone(config.backbone)  # and so is a backbone name timm does not know
