@@ -151,8 +151,8 @@ class Bench:
 def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps: int = 5, rounds: int = 5,
                         fold: bool = True) -> dict:
     """Forward time of each AllInOne model with all three heads vs the three single-task models, each with
-    its head, on the same batch of images of `size` (N or (H, W)) (no grad, CPU, eval mode; `fold`: BatchNorm folded, as `mtwb predict` runs them). Models or
-    run names: `joints` {label: model}, `singles` {task: model}.
+    its head, on the same batch of images of `size` (N or (H, W)) (no grad, CPU, eval mode; `fold`: BatchNorm
+    folded, as `mtwb predict` runs them). Models or run names: `joints` {label: model}, `singles` {task: model}.
 
     One reading moves by 20-30% with the machine's state, so every model is timed once per round, the
     models interleaved, over `rounds` rounds; each round gives a ratio (a joint model's time over the
@@ -163,7 +163,8 @@ def allinone_vs_singles(joints: dict, singles: dict, size, batch: int = 8, reps:
     device = torch.device("cpu")
 
     def timed(model, tasks) -> float:
-        with torch.no_grad(), (model.folded_norms() if fold else nullcontext()):  # fold: as mtwb predict runs it
+        # fold: BatchNorm folded into the convolutions, as mtwb predict runs a model
+        with torch.no_grad(), (model.folded_norms() if fold else nullcontext()):
             model(images, tasks)
             t0 = time.perf_counter()
             for _ in range(reps):

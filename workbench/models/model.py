@@ -133,7 +133,8 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module | None:
             if (type(conv) is nn.Conv2d and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
                     and bn.running_mean is not None and conv.out_channels == bn.num_features):
                 setattr(owner, conv_name, fuse_conv_bn_eval(conv, bn))
-                setattr(parent, bn_name, nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())))
+                rest = nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity()))
+                setattr(parent, bn_name, rest)
                 count += 1
     if not count:
         return None
