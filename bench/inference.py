@@ -63,13 +63,15 @@ def forward_times(model, tasks, size, rounds: int = 7, reps: int = 3, batch: int
             "speedup": float(np.median([p / f for p, f in zip(plain, folded)])), "max_diff": diff}
 
 
-def val_metrics(run, data: str, fold: bool) -> dict:
+def val_metrics(run, model, data: str) -> tuple[dict, dict]:
+    """The run's val metrics predicted (validate, as training does) unfolded and folded."""
     spec = DatasetSpec(data)
     tasks = tuple(run.info.tasks)
-    model = load_model(run, torch.device("cpu"))
     sets = build_datasets(spec, "val", run.info.img_size, train=False, tasks=tasks)
-    with mock.patch.object(inference, "folded", inference.folded if fold else (lambda m: nullcontext(m))):
-        return validate(model, sets, spec, spec.ground_truth("val"), tasks, torch.device("cpu"))
+    truth = spec.ground_truth("val")
+    with mock.patch.object(inference, "folded", lambda m: nullcontext(m)):
+        plain = validate(model, sets, spec, truth, tasks, torch.device("cpu"))
+    return plain, validate(model, sets, spec, truth, tasks, torch.device("cpu"))
 
 
 def main(argv=None) -> None:
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
         t = forward_times(model, tasks, size)
         lines.append(f"| {run.id} | {','.join(tasks)} | {size} | {t['plain_ms']:.2f} | {t['folded_ms']:.2f} | "
                      f"{t['speedup']:.2f}x | {t['max_diff']:.1e} |")
-        plain, folded = val_metrics(run, args.data, False), val_metrics(run, args.data, True)
+        plain, folded = val_metrics(run, model, args.data)
         metric_rows += [f"| {run.id} | {k} | {plain[k]:.5f} | {folded[k]:.5f} |" for k in plain]
         print(lines[-1], flush=True)
     lines += ["", "## Val metrics predicted both ways", "", *metric_rows]
