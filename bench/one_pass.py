@@ -41,6 +41,10 @@ def main(argv=None) -> None:
     parser.add_argument("--budgets", default="4m + 4m + 4m|9m + 3m", help="SINGLES|JOINT+HEADFT, as labels")
     parser.add_argument("--row", action="append", default=[],
                         help="a further row of the quality table, as bench/equal_budget.py: NAME|BUDGET|SOURCES[|REFERENCES]")
+    parser.add_argument("--also", action="append", default=[],
+                        help="a further one-pass checkpoint timed against its own single-task runs: "
+                             "LABEL|ONEPASS|cls=FOLDER,det=FOLDER,seg=FOLDER (with {seed})")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per seed")
     parser.add_argument("--title", default="One backbone pass for all three tasks")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--note", action="append", default=[], help="a paragraph written under the tables")
@@ -63,19 +67,33 @@ def main(argv=None) -> None:
     for seed in seeds:
         size = open_run(args.onepass.format(seed=seed)).info.img_size["det"]
         t = allinone_vs_singles({"joint": args.joint.format(seed=seed), "onepass": args.onepass.format(seed=seed)},
-                                {task: rows[0].folder(task, seed) for task in TASKS}, size)
+                                {task: rows[0].folder(task, seed) for task in TASKS}, size, rounds=args.rounds)
         ratios.append(t["onepass"]["ratio"])
         timing.append(f"| {seed} | {' + '.join(f'{v:.1f}' for v in t['onepass']['singles_ms'].values())} | "
                       f"{t['joint']['joint_ms']:.1f}, {ratio(t['joint'])} | {t['onepass']['joint_ms']:.1f}, "
                       f"{ratio(t['onepass'])} |")
+    also = []
+    for text in args.also:
+        label, onepass, sources = text.split("|")
+        folders = dict(s.split("=", 1) for s in sources.split(","))
+        also += [f"{label}:", "", "| seed | singles ms (cls + det + seg) | one-pass: ms, ratio |", "|---|---|---|"]
+        other = []
+        for seed in seeds:
+            t = allinone_vs_singles({"onepass": onepass.format(seed=seed)},
+                                    {task: folders[task].format(seed=seed) for task in TASKS},
+                                    open_run(onepass.format(seed=seed)).info.img_size["det"], rounds=args.rounds)["onepass"]
+            other.append(t["ratio"])
+            also.append(f"| {seed} | {' + '.join(f'{v:.1f}' for v in t['singles_ms'].values())} | "
+                        f"{t['joint_ms']:.1f}, {ratio(t)} |")
+        also += ["", f"Ratio over the seeds: median {np.median(other):.2f}x.", ""]
     lines = [*header(args.title, "python bench/one_pass.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))), "",
         "## Quality (val)", "", *table, "",
         f"Intervals: {args.n_boot} resamples of the val images (per task, paired across rows) and of the "
         f"{len(seeds)} seeds; percentile 95%.", "",
-        "## Inference, one image at the det size, all three tasks (median of 5 interleaved rounds, [min, max] of "
-        "the rounds' ratios to the summed single-task models)", "", *timing, "",
-        f"One-pass ratio over the seeds: median {np.median(ratios):.2f}x (goal: at most 0.40x).",
+        f"## Inference, one image at the det size, all three tasks (median of {args.rounds} interleaved rounds, "
+        "[min, max] of the rounds' ratios to the summed single-task models)", "", *timing, "",
+        f"One-pass ratio over the seeds: median {np.median(ratios):.2f}x (goal: at most 0.40x).", "", *also,
         *(x for note in args.note for x in ("", note))]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

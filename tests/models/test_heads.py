@@ -95,3 +95,36 @@ def test_separable_model_same_outputs_shapes_fewer_head_weights():
     assert n_blocks == 12 and count(conv) - count(sep) == 12 * 1904
     legacy = ModelConfig.from_dict({"backbone": "resnet10t", "num_cls": 2, "num_det": 2, "num_seg": 2})
     assert legacy.head_convs == "conv"
+
+
+def test_light_layout_drops_one_det_and_one_seg_block_same_outputs():
+    from workbench.models.model import ModelConfig, MultiTaskModel
+    torch.manual_seed(0)
+    full = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16))
+    light = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16, heads="light"))
+    x = torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        a, b = full.eval()(x), light.eval()(x)
+    assert a["seg"].shape == b["seg"].shape == (2, 4, 16, 24)
+    assert {k: v.shape for k, v in a["det"].items()} == {k: v.shape for k, v in b["det"].items()}
+    blocks = lambda m: sum(1 for c in m.heads.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3))  # noqa: E731
+    assert blocks(full) == 3 + 4 + 1 and blocks(light) == 2 + 4  # det branches + seg levels (+ classifier block)
+    # weights: one 3x3 block (16*16*9 + GroupNorm 2*16) and its 1x1 to 2 outputs (16*2 + 2) fewer in det, but the
+    # shared 1x1 has 4 outputs (+16*2 + 2); seg loses its classifier block (16*16*9 + 2*16)
+    count = lambda m: sum(p.numel() for p in m.heads.parameters())  # noqa: E731
+    assert count(full) - count(light) == 2 * (16 * 16 * 9 + 2 * 16)
+    assert ModelConfig.from_dict({"backbone": "resnet10t", "num_cls": 2, "num_det": 2, "num_seg": 2}).heads == "full"
+    with pytest.raises(ValueError, match="layout"):
+        CenterHead(8, 3, layout="tiny")
+
+
+def test_light_det_head_reads_size_then_offset_from_one_branch():
+    head = CenterHead(8, 3, layout="light").eval()
+    last = head.box[-1]
+    torch.nn.init.zeros_(last.weight)
+    with torch.no_grad():
+        last.bias.copy_(torch.tensor([0.0, 2.0, 0.0, -1.0]))
+        out = head(torch.randn(1, 8, 4, 4))
+    assert torch.allclose(out["size"][0, :, 0, 0], torch.tensor([math.log(2.0), math.log(1 + math.exp(2.0))]))
+    assert torch.allclose(out["offset"][0, :, 0, 0], torch.tensor([0.5, 1 / (1 + math.e)]))
+    assert out["heatmap"].shape == (1, 3, 4, 4)

@@ -110,6 +110,19 @@ def test_separable_head_convs_survive_reload_and_headft(tiny_data, tmp_path):
         tiny_train_config(tiny_data, tmp_path, "bad", head_convs="dilated")
 
 
+def test_light_heads_survive_reload_and_headft(tiny_data, tmp_path):
+    from workbench.runs import load_model, open_run
+    run = train(tiny_train_config(tiny_data, tmp_path, "light", heads="light"), progress=False)
+    model = load_model(open_run(run), torch.device("cpu"))
+    assert hasattr(model.heads["det"], "box") and not hasattr(model.heads["det"], "size")
+    ft = train(TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(run), epochs=1, steps_per_epoch=1,
+                           batch_size=dict(TINY_BATCH), name="light-ft", runs_dir=str(tmp_path), device="cpu"),
+               progress=False)
+    assert open_run(ft).model_config().heads == "light"
+    with pytest.raises(RunError, match="heads must be"):
+        tiny_train_config(tiny_data, tmp_path, "bad", heads="tiny")
+
+
 def test_headft_freezes_backbone_and_keeps_each_heads_best_epoch(tiny_data, tiny_run, tmp_path):
     config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
                          batch_size=dict(TINY_BATCH), name="hf", runs_dir=str(tmp_path), device="cpu")

@@ -38,6 +38,7 @@ class ModelConfig:
     std: tuple[float, float, float] | None = None
     det_size_activation: str = "softplus"  # runs written before it existed used "relu" (from_dict)
     head_convs: str = "conv"  # "conv" or "separable" 3x3s in the neck and heads (models.heads.conv_gn_relu)
+    heads: str = "full"  # det/seg head layout, "full" or "light" (models.heads.HEAD_LAYOUTS)
     norm_stats: str = "shared"  # BatchNorm running statistics of the backbone: "shared", "task" (per task) or
     # "frozen" (the pretrained ones, never updated: one backbone pass serves every task)
 
@@ -54,6 +55,7 @@ class ModelConfig:
             d[k] = tuple(d[k]) if d.get(k) else None
         d.setdefault("det_size_activation", "relu")  # older run.json: the head had a ReLU
         d.setdefault("head_convs", "conv")
+        d.setdefault("heads", "full")  # older run.json: the full heads
         d.setdefault("norm_stats", "shared")
         return cls(**d)
 
@@ -275,8 +277,8 @@ class MultiTaskModel(nn.Module):
         self.heads = nn.ModuleDict({
             "cls": AttentionPoolHead(channels[-1], config.num_cls),
             "det": CenterHead(config.neck_channels, config.num_det, size_activation=config.det_size_activation,
-                              convs=convs),
-            "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg, convs=convs),
+                              convs=convs, layout=config.heads),
+            "seg": SemanticHead(config.neck_channels, len(channels), config.num_seg, convs=convs, layout=config.heads),
         })
         # channels-last convolutions: on this 2-core CPU a train step of lite0 at 256 px is 1.3x and
         # inference 1.5x faster than in NCHW (oneDNN); on a GPU it is what AMP's tensor cores want.

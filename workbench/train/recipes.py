@@ -47,7 +47,7 @@ def build_model(spec: DatasetSpec, config: TrainConfig) -> MultiTaskModel:
     """A new model of `config`'s architecture, its heads sized for `spec`'s classes."""
     return MultiTaskModel(ModelConfig(backbone=config.backbone, num_cls=len(spec.cls_classes),
                                       num_det=len(spec.det_category_ids), num_seg=len(spec.seg_classes),
-                                      neck_channels=config.neck_channels, head_convs=config.head_convs,
+                                      neck_channels=config.neck_channels, head_convs=config.head_convs, heads=config.heads,
                                       norm_stats=config.norm_stats, pretrained=config.pretrained,
                                       mean=config.mean, std=config.std))
 
@@ -142,7 +142,7 @@ class HeadFineTune(Recipe):
                                f"(--tasks {','.join(parent.info.tasks)}), not without {', '.join(missing)}")
             norm_stats = "frozen"
         return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
-                       norm_stats=norm_stats, pretrained=None,
+                       heads=model.heads, norm_stats=norm_stats, pretrained=None,
                        mean=model.mean, std=model.std, img_size=dict(parent.info.img_size or config.img_size))
 
     def build_model(self, spec: DatasetSpec, config: TrainConfig, parent: Run, device: torch.device) -> MultiTaskModel:

@@ -55,7 +55,7 @@ from workbench.train.affinity import affinity_matrix, heatmap_png, lookahead_aff
 from workbench.metrics.scoring import score_predictions
 from workbench.models.inference import merge_tasks, predict_all
 from workbench.models.losses import cls_loss, det_loss, seg_loss, soft_cls_loss, soft_seg_loss
-from workbench.models.heads import HEAD_CONVS
+from workbench.models.heads import HEAD_CONVS, HEAD_LAYOUTS
 from workbench.models.model import (NORM_STATS, PRECISIONS, MultiTaskModel, check_backbone, describe_device, resolve_device,
                                     resolve_precision)
 from workbench.progress import Progress, duration
@@ -114,6 +114,10 @@ class TrainConfig:
     # det rose from 0.218 to 0.435 mAP50 (+0.217 [+0.139, +0.298]; fewer multiply-adds: more steps, and
     # it learns faster per step) and seg held level; also the cheaper AllInOne inference.
     head_convs: str = "separable"
+    # det/seg head layout (models.heads.HEAD_LAYOUTS). "full" by default: "light" cut the one-pass checkpoint's
+    # inference from 0.40x to 0.38x of three single-task models but lost val score, 3 seeds side by side:
+    # one-pass -0.0093 [-0.0270, +0.0086], single-task -0.0155 [-0.0342, +0.0067] (bench/LIGHT_HEADS.md)
+    heads: str = "full"
     # "task": the backbone's BatchNorm running statistics kept per task (or "shared": one set). Default
     # "task": joint lite0 at a 5-minute budget, 3 seeds, val score 0.5995 vs 0.5180 shared, +0.0815
     # [+0.0246, +0.1438], Top-1 0.808 vs 0.647, seed spread 0.018 vs 0.113 (bench/NORM_STATS.md)
@@ -178,6 +182,8 @@ class TrainConfig:
             raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.head_convs not in HEAD_CONVS:
             raise RunError(f"head convolutions must be one of {', '.join(HEAD_CONVS)}, got {self.head_convs!r}")
+        if self.heads not in HEAD_LAYOUTS:
+            raise RunError(f"heads must be one of {', '.join(HEAD_LAYOUTS)}, got {self.heads!r}")
         for task in TASKS:
             size = self.img_size.get(task)
             sides = [size] if isinstance(size, int) else list(size) if isinstance(size, (tuple, list)) else [None]
