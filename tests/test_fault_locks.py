@@ -14,6 +14,7 @@ from tests.conftest import tiny_train_config
 from workbench.errors import RunError
 from workbench.locks import LOCK, acquire, clean_leftovers
 from workbench.predict import PredictConfig, predict_run
+from workbench.train.average import average_run
 from workbench.train.trainer import make_run_dir, resume, train
 
 
@@ -71,6 +72,30 @@ def test_resuming_a_run_that_another_process_trains_is_refused(tiny_run, tmp_pat
     hold(runs / "r", live_pid)
     with pytest.raises(RunError, match=f"in use by training \\(pid {live_pid} on this host"):
         resume("r", runs, progress=False)
+
+
+def test_averaging_over_a_run_that_another_process_trains_is_refused(tiny_run, tmp_path, live_pid):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "src")
+    shutil.copytree(tiny_run, runs / "r")
+    hold(runs / "r", live_pid)
+    before = files(runs / "r")
+    with pytest.raises(RunError) as e:
+        average_run("src", top=1, name="r", runs_dir=runs, device="cpu", overwrite=True)
+    assert str(e.value) == (f"{runs / 'r'}: in use by training (pid {live_pid} on this host, since "
+                            "2026-12-03T10:00:00+00:00); wait for it to end or stop it")
+    assert files(runs / "r") == before
+    assert sorted(p.name for p in runs.iterdir()) == ["r", "src"]
+
+
+def test_a_refused_average_releases_the_lock_it_took(tiny_run, tmp_path):
+    """Averaging more checkpoints than kept fails after taking r's lock, which must not stay."""
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "src")
+    shutil.copytree(tiny_run, runs / "r")
+    with pytest.raises(RunError, match="checkpoints"):
+        average_run("src", top=99, name="r", runs_dir=runs, device="cpu", overwrite=True)
+    assert not (runs / "r" / LOCK).exists()
 
 
 def test_a_lock_of_another_host_is_refused_with_the_file_to_delete(tmp_path):

@@ -7,6 +7,7 @@ buffers (BatchNorm's num_batches_tracked) are taken from the best checkpoint. Th
 from __future__ import annotations
 
 import shutil
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from workbench.data.loaders import build_datasets
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError, check_name
 from workbench.io import atomic_dir
+from workbench.locks import LOCK, holding
 from workbench.records.run_info import RunInfo
 from workbench.models.model import resolve_device
-from workbench.runs import RUNS_DIR, WEIGHTS, load_model, open_run, save_weights
+from workbench.runs import RUNS_DIR, WEIGHTS, Run, load_model, open_run, save_weights
 
 
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -46,9 +48,19 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
     Returns:
         The new run folder (run.json kind "avg", parents [run id], best = val metrics of the average).
     """
+    run = open_run(run_ref, Path(runs_dir))
+    run_id = check_name(name or f"{run.id}-avg{top}")
+    target = Path(runs_dir) / run_id
+    if target.exists() and not overwrite:
+        raise RunError(f"{target}: run already exists (choose another --name, or --overwrite)")
+    # the folder it replaces is locked from here to the rename: refused while another process trains it
+    with holding(target / LOCK, "averaging") if target.exists() else nullcontext():
+        return _average(run, run_id, target, top, device)
+
+
+def _average(run: Run, run_id: str, target: Path, top: int, device: str) -> Path:
     from workbench.train.trainer import validate
 
-    run = open_run(run_ref, Path(runs_dir))
     entries = sorted(run.info.checkpoints, key=lambda e: (-e["score"], e["epoch"]))
     if not entries:
         raise RunError(f"{run.path}: the run kept no checkpoints (trained before `keep_top` existed?)")
@@ -66,11 +78,6 @@ def average_run(run_ref: str, top: int = 3, name: str | None = None, runs_dir: P
         except Exception as err:
             raise RunError(f"{path}: cannot read checkpoint ({err})") from None
     averaged = average_state_dicts(states)
-
-    run_id = check_name(name or f"{run.id}-avg{top}")
-    target = Path(runs_dir) / run_id
-    if target.exists() and not overwrite:
-        raise RunError(f"{target}: run already exists (choose another --name, or --overwrite)")
     spec = DatasetSpec(run.info.data)
     tasks = run.info.tasks
     dev = resolve_device(device)
