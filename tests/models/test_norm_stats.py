@@ -131,3 +131,41 @@ def test_one_pass_merges_the_task_statistics_into_their_pooled_mixture():
     assert all(torch.equal(m.state_dict()[k], merged.state_dict()[k]) for k in same)  # weights untouched
     shared = model("shared")
     assert one_pass(shared) is shared  # already one pass
+
+
+def pooled(outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The equal mixture over tasks of per-channel moments, each task's pixels pooled: (mean, var)."""
+    means = [y.double().mean((0, 2, 3)) for y in outputs]
+    squares = [(y.double() ** 2).mean((0, 2, 3)) for y in outputs]
+    mean = sum(means) / len(means)
+    return mean, sum(squares) / len(squares) - mean ** 2
+
+
+def test_recalibrate_measures_each_layer_in_the_merged_model_round_by_round():
+    """resnet10t's deep stem: conv -> BatchNorm 0 -> ReLU -> conv -> BatchNorm 1. BatchNorm 0's input does
+    not depend on any statistics, so one round measures it exactly; BatchNorm 1's input depends on
+    BatchNorm 0's, so it is exact from the second round on (each round measures with the last's)."""
+    from workbench.models.model import one_pass, recalibrate
+    m = one_pass(model("task").eval()).train()
+    stem = m.backbone.conv1
+    assert m._norms[0] is stem[1] and m._norms[1] is stem[4]
+    images = {"cls": list(crops()), "seg": list(scenes())}
+    x = {t: (torch.stack(v) - m.mean) / m.std for t, v in images.items()}
+    weights = {k: v.clone() for k, v in m.state_dict().items() if "running_" not in k}
+
+    recalibrate(m, images, rounds=1)
+    mean, var = pooled([stem[0](v) for v in x.values()])
+    torch.testing.assert_close(stem[1].running_mean, mean.float())
+    torch.testing.assert_close(stem[1].running_var, var.float())
+    with torch.no_grad():
+        second = [stem[3](stem[2](stem[1].eval()(stem[0](v)))) for v in x.values()]
+    mean, var = pooled(second)  # BatchNorm 1's input under round 1's statistics: not what round 1 measured
+    assert not torch.allclose(stem[4].running_mean, mean.float(), atol=1e-4)
+
+    recalibrate(m, images, rounds=1)  # a second round
+    torch.testing.assert_close(stem[4].running_mean, mean.float())
+    torch.testing.assert_close(stem[4].running_var, var.float())
+    assert m.training and not stem[1].training  # the mode it had (frozen statistics: BatchNorm in eval)
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in weights.items())  # only statistics change
+    with pytest.raises(RunError, match="one set of statistics"):
+        recalibrate(model("task"), images)
