@@ -120,11 +120,6 @@ class Single(Recipe):
         return (self.name, config.tasks[0])
 
 
-# measurement rounds of --recalibrate: the first corrects every layer for the drift before it as measured
-# under the mixture, the second re-measures under the first's statistics (each costs a backbone pass per image)
-RECALIBRATE_ROUNDS = 2
-
-
 @register_recipe
 class HeadFineTune(Recipe):
     """The heads of `from_run` fine-tuned on its frozen backbone and neck; model.safetensors composes
@@ -175,7 +170,7 @@ class HeadFineTune(Recipe):
             picked = torch.randperm(len(data), generator=generator)[:count].tolist()
             images[t] = [data.get(i, generator)[0] for i in picked]
         t0 = time.time()
-        recalibrate(trainer.model, images, rounds=RECALIBRATE_ROUNDS)
+        recalibrate(trainer.model, images)
         print(f"recalibrated the merged BatchNorm statistics on {', '.join(f'{len(v)} {t}' for t, v in images.items())} "
               f"images in {time.time() - t0:.1f} s", flush=True)
 
