@@ -396,10 +396,6 @@ def train_single_cmd(ctx, **_):
               help="Merge RUN's per-task BatchNorm statistics into one set (their mixture) and fine-tune the heads "
                    "on it: one backbone pass then serves all three tasks of an image (a run with shared or frozen "
                    "statistics runs one pass already and is fine-tuned as it is).")
-@click.option("--recalibrate", type=int, default=0, show_default=True, metavar="N",
-              help="With --one-pass: before the heads train, re-measure the merged statistics on N training images "
-                   "of each task in the merged model itself (their mixture drifts from layer to layer once one set "
-                   "serves all; 0: keep the mixture as merged). Its seconds count in --budget.")
 @recipe_options
 @dry_run_option
 @click.pass_context

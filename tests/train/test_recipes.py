@@ -173,26 +173,6 @@ def test_headft_one_pass_merges_the_statistics_and_runs_the_backbone_once(tiny_d
     assert len(calls) == 1
 
 
-def test_headft_one_pass_recalibrate_re_measures_the_merged_statistics(tiny_data, tiny_run, tmp_path):
-    from tests.conftest import mtwb_here
-    batches = ",".join(f"{t}={b}" for t, b in TINY_BATCH.items())
-    args = ["train", "headft", "--from", tiny_run, "--data", tiny_data, "--epochs", "1", "--steps-per-epoch", "1",
-            "--batch-size", batches, "--device", "cpu"]
-    refused = mtwb_here([*args, "--name", "no", "--recalibrate", "3"], tmp_path)
-    assert refused.returncode == 1 and "use it with `mtwb train headft --one-pass`" in refused.stderr
-    assert not (tmp_path / "runs" / "no").exists()
-    for name, extra in (("mixed", []), ("recal", ["--recalibrate", "3"])):
-        done = mtwb_here([*args, "--name", name, "--one-pass", *extra], tmp_path)
-        assert done.returncode == 0, done.stderr
-    assert "recalibrated the merged BatchNorm statistics on 3 cls, 3 det, 3 seg images" in done.stdout
-    assert "recalibrate: 3" in (tmp_path / "runs" / "recal" / "config.yaml").read_text()
-    mixed, recal = (load_file(str(tmp_path / "runs" / n / "model.safetensors")) for n in ("mixed", "recal"))
-    stats = [k for k in mixed if k.startswith("backbone.") and "running_" in k]
-    assert stats and all(not torch.equal(mixed[k], recal[k]) for k in stats)  # every layer re-measured
-    assert all(torch.equal(mixed[k], recal[k]) for k in mixed if k.startswith("backbone.") and "running_" not in k
-               and "num_batches" not in k)
-
-
 def test_ema_copy_is_validated_and_saved_and_top_k_checkpoints_kept(tiny_data, tmp_path):
     run = train(tiny_train_config(tiny_data, tmp_path, "ema", epochs=3, ema=0.5, keep_top=2), progress=False)
     epochs = rows(run / "metrics.csv")

@@ -115,59 +115,6 @@ def one_pass(model: "MultiTaskModel") -> "MultiTaskModel":
     return merged.to(device).train(model.training).set_precision(model.precision)
 
 
-@torch.no_grad()
-def recalibrate(model: "MultiTaskModel", images: dict[str, Sequence[torch.Tensor]], rounds: int = 3,
-                batch_size: int = 16) -> "MultiTaskModel":
-    """Re-estimate a one-set model's BatchNorm running statistics on the tasks' images, in place.
-
-    `one_pass` mixes statistics that were measured with each task's own statistics in every layer
-    before; once one set serves all layers, a layer's inputs differ from those (the drift grows with
-    depth). This measures them in the model itself: each layer's running mean and variance become the
-    equal mixture over the tasks (as one_pass: mean of the task means, mean of the task E[x^2] minus the
-    mean squared; within a task every pixel of every image counts alike) of the inputs the layer sees
-    when `images[task]` (uint8 or [0, 1] float, (3, H, W), one size per task) run through the backbone.
-    A layer's inputs depend on the layers before it, so the measurement is repeated `rounds` times,
-    each with the statistics of the last (a fixed point; REPAIR, Jordan et al. 2022, renormalises
-    merged networks the same way). Returns the model, in the mode it had."""
-    if model.norm_stats == "task":
-        raise RunError("recalibrate needs one set of statistics (one_pass first)")
-    was_training = model.training
-    model.eval()
-    sums: dict[int, list[torch.Tensor]] = {}  # layer -> [pixels, sum, sum of squares], float64, this task
-
-    def measure(i: int, module: nn.Module, args: tuple) -> None:
-        x = args[0].detach().double()
-        acc = sums.setdefault(i, [x.new_zeros(()), x.new_zeros(x.shape[1]), x.new_zeros(x.shape[1])])
-        acc[0] += x.numel() / x.shape[1]
-        acc[1] += x.sum((0, 2, 3))
-        acc[2] += (x * x).sum((0, 2, 3))
-
-    try:
-        for _ in range(rounds):
-            moments: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # layer -> per task (E[x], E[x^2])
-            hooks = [m.register_forward_pre_hook(lambda mod, args, i=i: measure(i, mod, args))
-                     for i, m in enumerate(model._norms)]
-            try:
-                for task, task_images in images.items():
-                    sums.clear()
-                    for k in range(0, len(task_images), batch_size):
-                        batch = torch.stack(list(task_images[k:k + batch_size]))
-                        model(batch.to(model.mean.device), ("cls",))  # the backbone runs whatever the task
-                    for i, (n, total, squares) in sums.items():
-                        moments.setdefault(i, []).append((total / n, squares / n))
-            finally:
-                for h in hooks:
-                    h.remove()
-            for i, m in enumerate(model._norms):
-                mean = torch.stack([mu for mu, _ in moments[i]]).mean(0)
-                var = torch.stack([sq for _, sq in moments[i]]).mean(0) - mean ** 2
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var.clamp_min(0))
-    finally:
-        model.train(was_training)
-    return model
-
-
 def fold_batchnorm(backbone: nn.Module) -> nn.Module | None:
     """A copy of `backbone` (in eval mode) with every BatchNorm layer folded into the convolution
     registered just before it in the same parent (torch.nn.utils.fusion.fuse_conv_bn_eval; a timm

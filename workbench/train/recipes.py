@@ -7,7 +7,6 @@ and the default run id. A new recipe is one `@register_recipe` subclass of `Reci
 """
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ import torch
 from workbench.data.spec import DatasetSpec
 from workbench.errors import RunError
 from workbench.records.tasks import METRICS
-from workbench.models.model import ModelConfig, MultiTaskModel, one_pass, recalibrate
+from workbench.models.model import ModelConfig, MultiTaskModel, one_pass
 from workbench.runs import WEIGHTS, Run, load_model, open_run, save_weights
 
 if TYPE_CHECKING:
@@ -79,9 +78,6 @@ class Recipe:
                     device: torch.device) -> MultiTaskModel:
         """The model to train, on `device`; called right after torch is seeded with `config.seed`."""
         return build_model(spec, config).to(device)
-
-    def start(self, trainer: Trainer) -> None:
-        """Before the first step (inside a budget: its seconds count), with the data sets built."""
 
     def set_train_mode(self, model: MultiTaskModel) -> None:
         """Put `model` in training mode at the start of an epoch."""
@@ -156,23 +152,6 @@ class HeadFineTune(Recipe):
         for p in [*model.backbone.parameters(), *model.neck.parameters()]:
             p.requires_grad_(False)
         return model
-
-    def start(self, trainer: Trainer) -> None:
-        """--recalibrate N: the merged statistics re-measured on N training images of each task (augmented
-        as they train; drawn with the run's seed) before the heads start to fit them."""
-        count = trainer.config.recalibrate
-        if not count:
-            return
-        generator = torch.Generator().manual_seed(trainer.config.seed)
-        images = {}
-        for t in trainer.tasks:
-            data = trainer.train_sets[t]
-            picked = torch.randperm(len(data), generator=generator)[:count].tolist()
-            images[t] = [data.get(i, generator)[0] for i in picked]
-        t0 = time.time()
-        recalibrate(trainer.model, images)
-        print(f"recalibrated the merged BatchNorm statistics on {', '.join(f'{len(v)} {t}' for t, v in images.items())} "
-              f"images in {time.time() - t0:.1f} s", flush=True)
 
     def set_train_mode(self, model: MultiTaskModel) -> None:
         model.train()

@@ -122,9 +122,6 @@ class TrainConfig:
     # "task": joint lite0 at a 5-minute budget, 3 seeds, val score 0.5995 vs 0.5180 shared, +0.0815
     # [+0.0246, +0.1438], Top-1 0.808 vs 0.647, seed spread 0.018 vs 0.113 (bench/NORM_STATS.md)
     norm_stats: str = "task"
-    # headft --one-pass: re-measure the merged BatchNorm statistics on this many training images per task
-    # before the heads train (models.model.recalibrate); 0: keep one_pass's mixture of the per-task ones
-    recalibrate: int = 0
     pretrained: str | None = None
     mean: tuple[float, float, float] | None = None  # input normalisation; None: the backbone's pretrained_cfg
     std: tuple[float, float, float] | None = None
@@ -181,11 +178,6 @@ class TrainConfig:
             raise RunError(f"norm statistics must be one of {', '.join(NORM_STATS)}, got {self.norm_stats!r}")
         if self.norm_stats == "frozen" and not self.pretrained and not self.from_run:
             raise RunError("frozen norm statistics need --pretrained weights (a new backbone's statistics are 0 and 1)")
-        if self.recalibrate < 0:
-            raise RunError(f"recalibrate must be >= 0 images per task, got {self.recalibrate}")
-        if self.recalibrate and not (self.recipe == "headft" and self.norm_stats == "frozen"):
-            raise RunError("--recalibrate re-measures the statistics that --one-pass merges: use it with "
-                           "`mtwb train headft --one-pass`")
         if self.precision not in PRECISIONS:
             raise RunError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.head_convs not in HEAD_CONVS:
@@ -565,7 +557,6 @@ class Trainer:
         self.head_states: dict[str, dict] = {}  # headft: task -> its head's weights at its best epoch
         self.checkpoints: list[dict] = []
         self.wall = 0.0
-        self.start_s = 0.0  # seconds of the recipe's start (Recipe.start), counted in a budget
         self.affinity_rows: list[dict] = []  # --affinity-every: {"step", "source", "target", "affinity"}
         self.affinity_s = 0.0  # seconds spent measuring affinity
 
@@ -998,7 +989,7 @@ class Trainer:
             validate(self.model, self.val_sets, self.spec, self.truth, self.tasks, self.device)
         step_s, val_s = self.dist.broadcast((step_s, (self.clock() - t_val) * (2 if self.ema is not None else 1)))
         self.recipe.set_train_mode(self.model)
-        elapsed = self.clock() - t_start + self.start_s
+        elapsed = self.clock() - t_start
         self.steps = budget_steps(budget_s, elapsed, self.step, step_s, val_s, config.epochs)
         self.total = self.steps * config.epochs
         self.budget = {"budget": config.budget, "budget_s": budget_s, "step_s": round(step_s, 4),
@@ -1037,11 +1028,6 @@ class Trainer:
 
     def _run(self, progress: bool) -> Path:
         config = self.config
-        if self.step == 0:
-            t0, wall0 = self.clock(), time.time()
-            self.recipe.start(self)
-            self.start_s = self.clock() - t0
-            self.wall += time.time() - wall0
         if config.budget and self.budget is None:
             self.fit_budget(progress)
         while self.epoch < config.epochs:
