@@ -2,7 +2,7 @@
 #              search the blend of them (with and without mirrored det/seg) on val, write and score
 #              submissions of each run and of the searched blend.
 # make test:   set up .venv if needed, run the tests.
-# make bench:  the whole loop on the real traffic benchmark (fine-tuned from ../shared/weights), about 100 minutes cold
+# make bench:  the whole loop on the real traffic benchmark (fine-tuned from ../shared/weights), about 90 minutes cold
 #              on 2 CPU cores; writes bench/REPORT.md and bench/report.html. Reuses finished runs.
 PYTHON ?= python3
 VENV := .venv
