@@ -77,16 +77,24 @@ def test_separable_block_weights_by_hand():
         conv_gn_relu(8, 8, convs="dilated")
 
 
-def test_separable_model_same_outputs_shapes_fewer_head_weights():
+def same_shaped_twin(**other):
+    """A tiny model with the default heads and one built with `other`: (default, other, their outputs on
+    one 64x96 batch), after checking that every output has the same shape in both."""
     from workbench.models.model import ModelConfig, MultiTaskModel
     torch.manual_seed(0)
-    conv = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16))
-    sep = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16, head_convs="separable"))
+    base = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16))
+    twin = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16, **other))
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
-        a, b = conv.eval()(x), sep.eval()(x)
+        a, b = base.eval()(x), twin.eval()(x)
     assert a["cls"].shape == b["cls"].shape and a["seg"].shape == b["seg"].shape
     assert {k: v.shape for k, v in a["det"].items()} == {k: v.shape for k, v in b["det"].items()}
+    return base, twin, a, b
+
+
+def test_separable_model_same_outputs_shapes_fewer_head_weights():
+    from workbench.models.model import ModelConfig
+    conv, sep, _, _ = same_shaped_twin(head_convs="separable")
     # 3x3 blocks at 16 channels: FPN 4 levels (strides 4-32) + det 3 branches + seg 4 levels + 1 classifier
     # = 12; each loses 16*16*9 - (16*9 + 16*16) = 1904 weights when separable
     n_blocks = sum(1 for m in conv.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
@@ -98,15 +106,9 @@ def test_separable_model_same_outputs_shapes_fewer_head_weights():
 
 
 def test_light_layout_drops_one_det_and_one_seg_block_same_outputs():
-    from workbench.models.model import ModelConfig, MultiTaskModel
-    torch.manual_seed(0)
-    full = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16))
-    light = MultiTaskModel(ModelConfig("resnet10t", 5, 3, 4, neck_channels=16, heads="light"))
-    x = torch.rand(2, 3, 64, 96)
-    with torch.no_grad():
-        a, b = full.eval()(x), light.eval()(x)
+    from workbench.models.model import ModelConfig
+    full, light, a, b = same_shaped_twin(heads="light")
     assert a["seg"].shape == b["seg"].shape == (2, 4, 16, 24)
-    assert {k: v.shape for k, v in a["det"].items()} == {k: v.shape for k, v in b["det"].items()}
     blocks = lambda m: sum(1 for c in m.heads.modules() if isinstance(c, torch.nn.Conv2d) and c.kernel_size == (3, 3))  # noqa: E731
     assert blocks(full) == 3 + 4 + 1 and blocks(light) == 2 + 4  # det branches + seg levels (+ classifier block)
     # weights: one 3x3 block (16*16*9 + GroupNorm 2*16) and its 1x1 to 2 outputs (16*2 + 2) fewer in det, but the
