@@ -279,6 +279,7 @@ FIELD_OF = {
     "task": ("tasks", lambda v, _: (v,)), "tasks": ("tasks", lambda v, _: tuple(t.strip() for t in v.split(","))),
     "student": ("backbone", None),
     "one_pass": ("norm_stats", lambda v, _: "frozen" if v else None),
+    "unfreeze": ("unfreeze", lambda v, _: tuple(p.strip() for p in v.split(",") if p.strip())),
 }
 NOT_FIELDS = {"config_file", "overwrite", "dry_run", "teacher", "unlabeled", "route", "det_threshold", "allow_test"}
 # the fields a recipe cannot start without (distill trains a joint student)
@@ -394,8 +395,13 @@ def train_single_cmd(ctx, **_):
 @click.option("--tasks", default="cls,det,seg", show_default=True, help="Heads to fine-tune.")
 @click.option("--one-pass", is_flag=True,
               help="Merge RUN's per-task BatchNorm statistics into one set (their mixture) and fine-tune the heads "
-                   "on it: one backbone pass then serves all three tasks of an image (a run with shared or frozen "
-                   "statistics runs one pass already and is fine-tuned as it is).")
+                   "(and the neck, see --unfreeze) on it: one backbone pass then serves all three tasks of an "
+                   "image (a run with shared or frozen statistics runs one pass already and is fine-tuned as it is).")
+@click.option("--unfreeze", metavar="PARTS",
+              help="Shared parts trained beside the heads (kept at the best epoch by score, all together): "
+                   "norms (the backbone's BatchNorm scales and shifts; the running statistics stay) and/or neck, "
+                   "or none. Default: neck with --one-pass (+0.009 val score over 9 paired runs, "
+                   "bench/ONE_PASS_NECK.md), else none.")
 @recipe_options
 @dry_run_option
 @click.pass_context

@@ -163,8 +163,11 @@ def test_headft_one_pass_merges_the_statistics_and_runs_the_backbone_once(tiny_d
     torch.testing.assert_close(child[key.replace("mean", "var")],
                                sum(v + mu ** 2 for v, mu in zip(variances, means)) / 3 - mean ** 2)
     assert not torch.equal(child[key], parent[key])  # not the layer's own (pretrained) statistics
-    weights = [k for k in child if k.startswith(("backbone.", "neck.")) and "running_" not in k]
-    assert all(torch.equal(parent[k], child[k]) for k in weights)  # the backbone and neck stay frozen
+    weights = [k for k in child if k.startswith("backbone.") and "running_" not in k]
+    assert all(torch.equal(parent[k], child[k]) for k in weights)  # the backbone stays frozen
+    neck = [k for k in child if k.startswith("neck.")]  # by default fine-tuned with the heads (--unfreeze neck)
+    assert "unfreeze:\n- neck" in (run.path / "config.yaml").read_text()
+    assert any(not torch.equal(parent[k], child[k]) for k in neck)
     model = load_model(run, torch.device("cpu"))
     calls = []
     model.backbone.register_forward_hook(lambda *a: calls.append(1))
@@ -421,3 +424,57 @@ def test_ctrl_c_marks_the_run_interrupted_and_it_resumes(tiny_data, tmp_path, mo
     monkeypatch.setattr(Trainer, "train_step", original)
     run = resume(tmp_path / "ctrlc", progress=False)
     assert info(run)["status"] == "complete" and len(rows(run / "metrics.csv")) == 2
+
+
+@pytest.mark.parametrize("parts", ["neck", "norms"])
+def test_headft_unfreeze_trains_the_named_shared_parts_and_keeps_the_best_epoch_whole(tiny_data, tiny_run, tmp_path,
+                                                                                       parts):
+    from workbench.models.model import one_pass
+    from workbench.runs import load_model, open_run
+    config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
+                         batch_size=dict(TINY_BATCH), name="uf", runs_dir=str(tmp_path), device="cpu",
+                         norm_stats="frozen", unfreeze=(parts,))
+    run = train(config, progress=False)
+    parent, child = load_file(str(tiny_run / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    changed = {k for k in parent if k in child and not torch.equal(parent[k], child[k])}
+    norms = {k for k in changed if k.startswith("backbone.") and "running_" not in k}
+    assert any(k.startswith("heads.") for k in changed)
+    if parts == "neck":
+        assert any(k.startswith("neck.") for k in changed) and not norms
+    else:  # the scales and shifts of BatchNorm layers only: every convolution and the statistics as merged
+        model = load_model(open_run(run), torch.device("cpu"))
+        affine = {f"backbone.{n}.{p}" for n, m in model.backbone.named_modules() if m in model._norms
+                  for p in ("weight", "bias")}
+        assert norms and norms <= affine and not any(k.startswith("neck.") for k in changed)
+    merged = one_pass(load_model(open_run(tiny_run), torch.device("cpu"))).state_dict()
+    stats = [k for k in child if "running_" in k]
+    assert stats and all(torch.equal(child[k], merged[k]) for k in stats)  # training never updates them
+    best = info(run)["best"]  # heads and shared parts from one epoch, the best by score
+    assert best["source"] == "raw" and best["score"] == pytest.approx(
+        max(float(r["score"]) for r in rows(run / "metrics.csv")), abs=1e-5)
+
+
+def test_unfreeze_is_refused_when_a_head_left_out_reads_what_it_trains(tiny_data, tiny_run, tmp_path):
+    def config(tasks, parts):
+        return TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=1, steps_per_epoch=1,
+                           batch_size=dict(TINY_BATCH), name="uf", runs_dir=str(tmp_path), device="cpu",
+                           tasks=tasks, unfreeze=parts)
+    with pytest.raises(RunError, match="changes features that the seg head of tiny-r10 reads"):
+        train(config(("det",), ("neck",)), progress=False)
+    with pytest.raises(RunError, match="that the cls head of tiny-r10 reads"):
+        train(config(("det", "seg"), ("norms",)), progress=False)
+    assert not (tmp_path / "uf").exists()
+    run = train(config(("det", "seg"), ("neck",)), progress=False)  # cls reads the backbone only: its head stays valid
+    assert info(run)["best"]["score"] > 0
+
+
+def test_unfreeze_is_checked():
+    with pytest.raises(RunError, match="unfreeze takes some of norms, neck"):
+        TrainConfig(data="d", recipe="headft", from_run="r", unfreeze=("backbone",))
+    with pytest.raises(RunError, match="unfreeze is for recipe headft"):
+        TrainConfig(data="d", backbone="resnet10t", unfreeze=("neck",))
+    # the default: the neck with --one-pass (frozen statistics), nothing otherwise; "none" says nothing
+    assert TrainConfig(data="d", recipe="headft", from_run="r", norm_stats="frozen").unfreeze == ("neck",)
+    assert TrainConfig(data="d", recipe="headft", from_run="r").unfreeze == ()
+    assert TrainConfig(data="d", recipe="headft", from_run="r", norm_stats="frozen", unfreeze=("none",)).unfreeze == ()
+    assert TrainConfig(data="d", backbone="resnet10t").unfreeze == ()

@@ -119,7 +119,9 @@ class Single(Recipe):
 @register_recipe
 class HeadFineTune(Recipe):
     """The heads of `from_run` fine-tuned on its frozen backbone and neck; model.safetensors composes
-    each head at its own best epoch. Backbone, sizes and normalisation come from `from_run`."""
+    each head at its own best epoch. Backbone, sizes and normalisation come from `from_run`. With
+    `unfreeze` (by default the neck for `--one-pass`) those shared parts train too, and the best epoch by
+    score is kept whole."""
 
     name = "headft"
 
@@ -141,6 +143,11 @@ class HeadFineTune(Recipe):
                 raise RunError(f"--one-pass changes the features of every task of {parent.id}: fine-tune every head "
                                f"(--tasks {','.join(parent.info.tasks)}), not without {', '.join(missing)}")
             norm_stats = "frozen"
+        stale = [t for t in parent.info.tasks if t not in config.tasks  # cls's head reads the backbone, not the neck
+                 and (t != "cls" or "norms" in config.unfreeze)]
+        if config.unfreeze and stale:
+            raise RunError(f"--unfreeze {','.join(config.unfreeze)} changes features that the {', '.join(stale)} "
+                           f"head of {parent.id} reads: fine-tune it too (--tasks {','.join(parent.info.tasks)})")
         return replace(config, backbone=model.backbone, neck_channels=model.neck_channels, head_convs=model.head_convs,
                        heads=model.heads, norm_stats=norm_stats, pretrained=None,
                        mean=model.mean, std=model.std, img_size=dict(parent.info.img_size or config.img_size))
@@ -151,6 +158,13 @@ class HeadFineTune(Recipe):
             model = one_pass(model)  # one set of statistics: the backbone runs once for every task
         for p in [*model.backbone.parameters(), *model.neck.parameters()]:
             p.requires_grad_(False)
+        if "norms" in config.unfreeze:  # scales and shifts only: the running statistics stay (eval mode)
+            for m in model._norms:
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p.requires_grad_(True)
+        if "neck" in config.unfreeze:
+            model.neck.requires_grad_(True)
         return model
 
     def set_train_mode(self, model: MultiTaskModel) -> None:
@@ -159,16 +173,22 @@ class HeadFineTune(Recipe):
         model.neck.eval()
 
     def keep_best(self, trainer: Trainer, model: MultiTaskModel) -> None:
-        pass  # model.safetensors is composed head by head in finish_epoch
+        if trainer.config.unfreeze:  # the heads were trained on the shared parts of this epoch: keep them together
+            super().keep_best(trainer, model)
+        # else model.safetensors is composed head by head in finish_epoch
 
     def keep_task_best(self, trainer: Trainer, task: str, model: MultiTaskModel) -> None:
-        trainer.head_states[task] = {k: v.detach().clone() for k, v in model.heads[task].state_dict().items()}
+        if not trainer.config.unfreeze:
+            trainer.head_states[task] = {k: v.detach().clone() for k, v in model.heads[task].state_dict().items()}
 
     def finish_epoch(self, trainer: Trainer) -> None:
         """The frozen backbone and neck with each head at its best epoch -> model.safetensors.
 
         The model being trained still holds the parent's backbone and neck (frozen, BatchNorm in eval
-        mode) and the heads not fine-tuned, so only the chosen heads' tensors are swapped in."""
+        mode) and the heads not fine-tuned, so only the chosen heads' tensors are swapped in. With
+        `unfreeze` the heads share trained parts: the best epoch by score is kept whole (keep_best)."""
+        if trainer.config.unfreeze:
+            return
         state = dict(trainer.model.state_dict())
         for t, head in trainer.head_states.items():
             state.update({f"heads.{t}.{k}": v for k, v in head.items()})

@@ -83,6 +83,13 @@ CLASS_BALANCE = {"cls": ("sample", "loss", "none"), "det": ("sample", "none"), "
 # Top-1 0.85 -> 0.96) and came within half a point of three 4-minute single-task runs (bench/JOINT_SHARES.md);
 # equal shares (a third each) starved det and seg in a pilot (0.6595 vs 0.6668 round-robin).
 DEFAULT_SAMPLING = "equal-compute"
+UNFREEZE = ("norms", "neck")  # headft --unfreeze: shared parts trained beside the heads
+# headft --one-pass fine-tunes the FPN neck with the heads: the merged statistics shift the features the neck
+# gets from the backbone, and a neck trained on them by det and seg together (cheap: no backward through the
+# backbone) raised the one-pass val score in all 9 paired runs, +0.009 on average over heads only
+# (bench/ONE_PASS_NECK.md). The BatchNorm scales and shifts ("norms") need a backward through the backbone,
+# half the steps in the same budget: 0.6943 vs 0.7055 in a pilot.
+DEFAULT_ONE_PASS_UNFREEZE = ("neck",)
 DEFAULT_TASK_SHARE = {"cls": 1, "det": 2, "seg": 2}
 STATE = "state.pt"
 
@@ -160,6 +167,10 @@ class TrainConfig:
     prefetch: bool | None = None  # assemble the next step's batches in a background thread; None: only on an
     # accelerator (on a 2-core CPU the thread's torch ops compete with the step's for the cores: +46% vs
     # +14% a step over bare timm in bench/THROUGHPUT.md; batches take ~30 ms of a ~900 ms step there)
+    # headft: the shared parts also trained beside the heads: "norms" (the backbone's BatchNorm scales and
+    # shifts; the running statistics stay as they are) and/or "neck". None: DEFAULT_ONE_PASS_UNFREEZE for
+    # `headft --one-pass` (norm_stats "frozen"), else nothing
+    unfreeze: tuple | None = None
     name: str | None = None
     runs_dir: str = str(RUNS_DIR)
 
@@ -167,6 +178,10 @@ class TrainConfig:
         if self.name is not None:
             check_name(self.name)
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.unfreeze is None:
+            one_pass = self.recipe == "headft" and self.norm_stats == "frozen"
+            object.__setattr__(self, "unfreeze", DEFAULT_ONE_PASS_UNFREEZE if one_pass else ())
+        object.__setattr__(self, "unfreeze", tuple(u for u in self.unfreeze if u != "none"))
         for key in ("mean", "std"):
             if getattr(self, key) is not None:
                 object.__setattr__(self, key, tuple(getattr(self, key)))
@@ -193,6 +208,10 @@ class TrainConfig:
                 raise RunError(f"batch_size for {task} must be >= 1")
         if self.epochs < 1:
             raise RunError("epochs must be >= 1")
+        if any(u not in UNFREEZE for u in self.unfreeze):
+            raise RunError(f"unfreeze takes some of {', '.join(UNFREEZE)}, got {list(self.unfreeze)}")
+        if self.unfreeze and self.recipe != "headft":
+            raise RunError(f"unfreeze is for recipe headft (the others train every part), not {self.recipe}")
         if self.sampling is None:
             joint = self.recipe == "joint" and len(self.tasks) > 1 and not self.affinity_every
             object.__setattr__(self, "sampling", DEFAULT_SAMPLING if joint else "round-robin")
