@@ -468,6 +468,34 @@ def test_unfreeze_is_refused_when_a_head_left_out_reads_what_it_trains(tiny_data
     assert info(run)["best"]["score"] > 0
 
 
+def test_a_one_pass_run_made_before_unfreeze_resumes_as_it_began(tiny_data, tiny_run, tmp_path, monkeypatch):
+    """Its config.yaml has no unfreeze: it trained the heads only, and goes on so (not with today's default neck)."""
+    from workbench.train.trainer import resume
+    config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
+                         batch_size=dict(TINY_BATCH), name="old", runs_dir=str(tmp_path), device="cpu",
+                         norm_stats="frozen", unfreeze=("none",))
+    calls = {"n": 0}
+    original = Trainer.train_step
+
+    def interrupt_in_epoch_two(self, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, **kwargs)
+    monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, progress=False)
+    monkeypatch.setattr(Trainer, "train_step", original)
+    yaml_file = tmp_path / "old" / "config.yaml"
+    text = yaml_file.read_text()
+    assert "unfreeze: []\n" in text
+    yaml_file.write_text(text.replace("unfreeze: []\n", ""))
+    run = resume(tmp_path / "old", progress=False)
+    parent, child = load_file(str(tiny_run / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert info(run)["status"] == "complete" and info(run)["best"]["source"] == "per-task heads"
+    assert all(torch.equal(parent[k], child[k]) for k in child if k.startswith("neck."))
+
+
 def test_unfreeze_is_checked():
     with pytest.raises(RunError, match="unfreeze takes some of norms, neck"):
         TrainConfig(data="d", recipe="headft", from_run="r", unfreeze=("backbone",))

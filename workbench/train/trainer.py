@@ -1195,7 +1195,9 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
     info = RunInfo.read(path) if (path / "run.json").exists() else None  # none: killed while it was being built
     if info is not None and info.status == "complete":
         raise RunError(f"{path}: run is complete; nothing to resume")
-    config = TrainConfig(**TrainConfig.read_yaml(path / "config.yaml"))
+    fields = TrainConfig.read_yaml(path / "config.yaml")
+    fields.setdefault("unfreeze", ())  # a run made before --unfreeze trained no shared part (the default since: neck)
+    config = TrainConfig(**fields)
     parent = RECIPES[config.recipe].open_parent(config)
     dist = Dist.from_env(config.device)
     lock = acquire(path / LOCK, "training") if dist.main else None  # refused while another process trains it
