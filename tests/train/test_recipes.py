@@ -405,18 +405,24 @@ def test_resume_after_sigkill_ends_with_the_metrics_of_an_uninterrupted_run(tiny
     assert steps("cut") == steps("whole")
 
 
-def test_ctrl_c_marks_the_run_interrupted_and_it_resumes(tiny_data, tmp_path, monkeypatch):
-    from workbench.train.trainer import resume
-    config = tiny_train_config(tiny_data, tmp_path, "ctrlc", epochs=2)
+def interrupt_at_step(monkeypatch, n: int):
+    """Make Trainer.train_step raise KeyboardInterrupt (Ctrl-C) at its n-th call; returns the original."""
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def interrupt_in_epoch_two(self, **kwargs):
+    def interrupt(self, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:  # the first step of epoch 2 (2 steps an epoch)
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return original(self, **kwargs)
-    monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    return original
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_it_resumes(tiny_data, tmp_path, monkeypatch):
+    from workbench.train.trainer import resume
+    config = tiny_train_config(tiny_data, tmp_path, "ctrlc", epochs=2)
+    original = interrupt_at_step(monkeypatch, 3)  # the first step of epoch 2 (2 steps an epoch)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)
     assert info(tmp_path / "ctrlc")["status"] == "interrupted"
@@ -474,15 +480,7 @@ def test_a_one_pass_run_made_before_unfreeze_resumes_as_it_began(tiny_data, tiny
     config = TrainConfig(data=str(tiny_data), recipe="headft", from_run=str(tiny_run), epochs=2, steps_per_epoch=2,
                          batch_size=dict(TINY_BATCH), name="old", runs_dir=str(tmp_path), device="cpu",
                          norm_stats="frozen", unfreeze=("none",))
-    calls = {"n": 0}
-    original = Trainer.train_step
-
-    def interrupt_in_epoch_two(self, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, **kwargs)
-    monkeypatch.setattr(Trainer, "train_step", interrupt_in_epoch_two)
+    original = interrupt_at_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train(config, progress=False)
     monkeypatch.setattr(Trainer, "train_step", original)
