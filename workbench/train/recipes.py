@@ -160,9 +160,7 @@ class HeadFineTune(Recipe):
             p.requires_grad_(False)
         if "norms" in config.unfreeze:  # scales and shifts only: the running statistics stay (eval mode)
             for m in model._norms:
-                for p in (m.weight, m.bias):
-                    if p is not None:
-                        p.requires_grad_(True)
+                m.requires_grad_(True)
         if "neck" in config.unfreeze:
             model.neck.requires_grad_(True)
         return model
