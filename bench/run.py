@@ -7,7 +7,8 @@ three single-task runs, a joint run, head fine-tuning from the joint run (also w
 `mtwb ensemble search` + `mtwb ensemble compare` on val, a distilled student, a submission of every candidate and ONE `mtwb score` of them all on the sealed test split
 (the only command that reads `truth/`). A run is reused when a complete run of the same name was
 made by the same command resolving to the same settings (`mtwb train ... --dry-run`: a changed default
-retrains; a headft run also needs the same parent run), and predictions come from each run's cache, so a second `make bench`
+retrains, a setting added since retrains only where its value differs from what the old run trained with;
+a headft run also needs the same parent run), and predictions come from each run's cache, so a second `make bench`
 that changed nothing only re-blends, re-submits, re-scores and rewrites the report (minutes).
 Then the performance figures (measured side by side here), bench/REPORT.md and the HTML report.
 """
@@ -46,7 +47,7 @@ from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
 from workbench.predict import PredictConfig, predict_run
 from workbench.records.predictions import to_submission
-from workbench.train.trainer import DEFAULT_SIZES, TrainConfig
+from workbench.train.trainer import DEFAULT_SIZES, TrainConfig, with_legacy_defaults
 
 METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
@@ -62,6 +63,27 @@ OTHER_CONVS = "conv"  # the performance figures' other neck and head convolution
 # per-task statistics merged, heads fine-tuned on them: `headft --one-pass`) gets headft's budget; it is the
 # AllInOne inference cost measured on trained weights.
 DEFAULT_BUDGET = "single-cls=2m,single-det=4m,single-seg=4m,joint=10m,headft=2m,student=10m"
+
+
+def same_settings(old: str, new: str) -> bool:
+    """Whether a run made under reuse key `old` trains as `new` would (a key: the command line, then
+    `Bench.settings`): the same command and parent lines, and the same config once each setting the old
+    config predates is read at the value it trained with (trainer.LEGACY_DEFAULTS). So a setting added to
+    `mtwb train` retrains only the stages it changes: a joint run made before --unfreeze is reused, a
+    `headft --one-pass` run (whose default became the neck) is not."""
+    def read(key: str) -> tuple[list[str], dict] | None:
+        lines = key.split("\n")
+        fixed = [lines[0], *(ln for ln in lines[1:] if ln.startswith("parent "))]
+        try:
+            config = yaml.safe_load("\n".join(ln for ln in lines[1:] if not ln.startswith("parent "))) or {}
+        except yaml.YAMLError:
+            return None
+        if not isinstance(config, dict):
+            return None
+        config = with_legacy_defaults(config) if config else config
+        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+    a, b = read(old), read(new)
+    return a is not None and a == b
 
 
 class Bench:
@@ -109,7 +131,7 @@ class Bench:
         done = run / COMMAND_FILE
         key = " ".join(full) + "\n" + self.settings(full)
         if (run / RUN_FILE).exists() and RunInfo.read(run).status == "complete" \
-                and done.exists() and done.read_text() == key:
+                and done.exists() and same_settings(done.read_text(), key):
             print(f"[bench] {stage}: reusing {run}", flush=True)
             known = self.times.get(shown, RunInfo.read(run).wall_time_s or 0.0)
             cost, rss = (known["s"], known.get("rss_mb")) if isinstance(known, dict) else (known, None)

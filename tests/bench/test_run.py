@@ -84,3 +84,20 @@ def test_seeds_give_their_mean_and_range(tiny_data, plain_outputs, tmp_path):
     assert cells(table, "y")[6] == "mIoU vs x: +0.0000 [+0.0000, +0.0000]"
     with pytest.raises(SystemExit, match="not an earlier row"):
         equal_budget_table([Row("z", "1m", {"seg": template}, ["w"])], [0], str(tiny_data))
+
+
+def test_reuse_key_reads_settings_added_since_at_their_old_value():
+    """A run made before a setting existed is reused where the setting's value is what it trained with
+    (LEGACY_DEFAULTS: `unfreeze` absent = none), and retrained where it is not."""
+    cmd = "train headft --from j --one-pass --name h --overwrite"
+    parent = "parent j made 2026-12-04T03:00:00+00:00"
+    old = f"{cmd}\nrecipe: headft\nepochs: 2\ntasks:\n- cls\n- det\n{parent}\n"
+    now = f"{cmd}\nrecipe: headft\nepochs: 2\ntasks:\n- cls\n- det\nunfreeze: {{}}\n{parent}\n"
+    assert run.same_settings(old, old)
+    assert run.same_settings(old, now.format("[]"))  # joint runs and heads-only headft: trains as before
+    assert not run.same_settings(old, now.format("\n- neck"))  # the new one-pass default: retrain
+    assert not run.same_settings(old, old.replace("epochs: 2", "epochs: 3"))
+    assert not run.same_settings(old, old.replace("made 2026-12-04T03", "made 2026-12-04T05"))  # parent retrained
+    assert not run.same_settings(old, old.replace("--name h", "--name h --lr 1e-3"))
+    assert not run.same_settings(old, old.replace("epochs: 2\n", "epochs: 2\naffinity_every: 0\n"))  # no old value known
+    assert not run.same_settings("train headft\nepochs: [2\n", old)  # an unreadable key is never a match

@@ -90,6 +90,10 @@ UNFREEZE = ("norms", "neck")  # headft --unfreeze: shared parts trained beside t
 # (bench/ONE_PASS_NECK.md). The BatchNorm scales and shifts ("norms") need a backward through the backbone,
 # half the steps in the same budget: 0.6943 vs 0.7055 in a pilot.
 DEFAULT_ONE_PASS_UNFREEZE = ("neck",)
+# What a run's config.yaml written before a setting existed means for that setting: the value that trains as
+# that run did (its default since may differ). `mtwb train --resume` reads old runs so, and bench/run.py
+# reuses a run whose settings differ from today's only by such an absent key at this value.
+LEGACY_DEFAULTS = {"unfreeze": ()}  # before --unfreeze no shared part trained (the one-pass default since: neck)
 DEFAULT_TASK_SHARE = {"cls": 1, "det": 2, "seg": 2}
 STATE = "state.pt"
 
@@ -1185,6 +1189,11 @@ def start(trainer: Trainer, spec: DatasetSpec, parent: Run | None, kind: str | N
     return trainer.run(progress)
 
 
+def with_legacy_defaults(fields: dict) -> dict:
+    """A run's config.yaml settings with each setting it predates at the value it trained with (LEGACY_DEFAULTS)."""
+    return {**LEGACY_DEFAULTS, **fields}
+
+
 def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True) -> Path:
     """Continue an interrupted run from its last checkpoint (state.pt); it ends as the uninterrupted run would."""
     path = Path(run_ref)
@@ -1195,9 +1204,7 @@ def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True
     info = RunInfo.read(path) if (path / "run.json").exists() else None  # none: killed while it was being built
     if info is not None and info.status == "complete":
         raise RunError(f"{path}: run is complete; nothing to resume")
-    fields = TrainConfig.read_yaml(path / "config.yaml")
-    fields.setdefault("unfreeze", ())  # a run made before --unfreeze trained no shared part (the default since: neck)
-    config = TrainConfig(**fields)
+    config = TrainConfig(**with_legacy_defaults(TrainConfig.read_yaml(path / "config.yaml")))
     parent = RECIPES[config.recipe].open_parent(config)
     dist = Dist.from_env(config.device)
     lock = acquire(path / LOCK, "training") if dist.main else None  # refused while another process trains it
