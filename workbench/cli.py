@@ -691,7 +691,8 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
 @click.option("--image-ids", type=click.Path(dir_okay=False),
               help="The organisers' COCO image list of the detection test images (default: det.test_info of dataset.yaml).")
 @click.option("--device", default="auto", show_default=True)
-def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_ids, device):
+@json_option
+def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_ids, device, as_json):
     """Blend MEMBERS (RUN or RUN@TTA, or one ENSEMBLE.yaml) and write submissions/<name>/."""
     from workbench.ensemble.spec import equal_spec
     from workbench.records.ensemble import EnsembleSpec, FusionConfig, parse_member
@@ -712,10 +713,15 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
         spec = equal_spec(parsed, w, FusionConfig(fusion, iou_thr))
         name = name or "+".join(m.label.replace("@", "_") for m in parsed)
     manifest = submit(SubmitConfig(spec, data_path, name, fmt, device, image_ids=image_ids))
+    folder = Path(SubmitConfig.out_dir) / name
+    if as_json:  # a row per member and the blend, as the table; where it was written and what the fill keeps
+        echo_records(metric_records("member", list(manifest.val.items()), submission=name, format=fmt,
+                                    folder=str(folder), polygon_roundtrip_miou=manifest.polygon_roundtrip_miou))
+        return
     click.echo(format_table(list(manifest.val.items()), "val"))
     if manifest.polygon_roundtrip_miou is not None:
         click.echo(f"masks -> polygons -> organisers' fill keeps mIoU {manifest.polygon_roundtrip_miou:.4f}")
-    click.echo(f"wrote {Path(SubmitConfig.out_dir) / name}/ ({', '.join(manifest.files)})")
+    click.echo(f"wrote {folder}/ ({', '.join(manifest.files)})")
 
 
 # -- score -----------------------------------------------------------------------------------
