@@ -8,7 +8,7 @@ three single-task runs, a joint run, head fine-tuning from the joint run (also w
 (the only command that reads `truth/`). A run is reused when a complete run of the same name was
 made by the same command resolving to the same settings (`mtwb train ... --dry-run`: a changed default
 retrains, a setting added since retrains only where its value differs from what the old run trained with;
-a headft run also needs the same parent run), and predictions come from each run's cache, so a second `make bench`
+a headft run also needs the same parent run, a distilled student the same teacher weights), and predictions come from each run's cache, so a second `make bench`
 that changed nothing only re-blends, re-submits, re-scores and rewrites the report (minutes).
 Then the performance figures (measured side by side here), bench/REPORT.md and the HTML report.
 """
@@ -23,6 +23,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
 from workbench.records.ensemble import EnsembleSpec, parse_member
-from workbench.io import read_json, write_json
+from workbench.io import hash_file, read_json, write_json
 from workbench.metrics.det import map50
 from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
@@ -65,17 +66,20 @@ OTHER_CONVS = "conv"  # the performance figures' other neck and head convolution
 DEFAULT_BUDGET = "single-cls=2m,single-det=4m,single-seg=4m,joint=10m,headft=2m,student=10m"
 
 
+NOT_CONFIG = ("parent ", "teacher ")  # the lines of a reuse key that are not the run's config.yaml
+
+
 def same_settings(old: str, new: str) -> bool:
     """Whether a run made under reuse key `old` trains as `new` would (a key: the command line, then
-    `Bench.settings`): the same command and parent lines, and the same config once each setting the old
+    `Bench.settings`): the same command, parent and teacher lines, and the same config once each setting the old
     config predates is read at the value it trained with (trainer.LEGACY_DEFAULTS). So a setting added to
     `mtwb train` retrains only the stages it changes: a joint run made before --unfreeze is reused, a
     `headft --one-pass` run (whose default became the neck) is not."""
     def read(key: str) -> tuple[list[str], dict] | None:
         lines = key.split("\n")
-        fixed = [lines[0], *(ln for ln in lines[1:] if ln.startswith("parent "))]
+        fixed = [lines[0], *(ln for ln in lines[1:] if ln.startswith(NOT_CONFIG))]
         try:
-            config = yaml.safe_load("\n".join(ln for ln in lines[1:] if not ln.startswith("parent "))) or {}
+            config = yaml.safe_load("\n".join(ln for ln in lines[1:] if not ln.startswith(NOT_CONFIG))) or {}
         except yaml.YAMLError:
             return None
         if not isinstance(config, dict):
@@ -112,7 +116,16 @@ class Bench:
     def settings(self, argv: list[str]) -> str:
         """What a training command would run with: `mtwb train ... --dry-run` (its config.yaml, defaults
         resolved, so a changed default retrains it) and, for headft, when its parent run was made (a
-        retrained parent retrains it); "" for other commands (distill: its command alone)."""
+        retrained parent retrains it); for distill, its teacher: the spec file's and every member run's
+        weights' sha256 (a new search or a retrained member retrains the student); "" for other commands."""
+        if argv[:1] == ["distill"]:
+            teachers = list(takewhile(lambda a: not a.startswith("--"), argv[1:]))
+            spec = teachers[0] if len(teachers) == 1 and teachers[0].endswith((".yaml", ".yml")) else None
+            members = EnsembleSpec.load(spec).members() if spec else [parse_member(t) for t in teachers]
+            runs = dict.fromkeys(m.run for m in members)
+            return "".join([*([f"teacher {spec} sha256 {hash_file(spec)}\n"] if spec else []),
+                            *(f"teacher {r} {open_run(r, Path(self.args.runs_dir)).checkpoint_hash()}\n"
+                              for r in runs)])
         if argv[:1] != ["train"]:
             return ""
         out = subprocess.run([self.wb, *argv, "--dry-run"], capture_output=True, text=True)

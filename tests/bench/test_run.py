@@ -101,3 +101,42 @@ def test_reuse_key_reads_settings_added_since_at_their_old_value():
     assert not run.same_settings(old, old.replace("--name h", "--name h --lr 1e-3"))
     assert not run.same_settings(old, old.replace("epochs: 2\n", "epochs: 2\naffinity_every: 0\n"))  # no old value known
     assert not run.same_settings("train headft\nepochs: [2\n", old)  # an unreadable key is never a match
+
+
+def test_a_student_is_retrained_when_its_teacher_changes(tiny_run, tmp_path):
+    """bench/run.py reused the distilled student of an older searched ensemble (its key was the distill
+    command alone); now the key holds the spec file's and the member runs' weights' sha256."""
+    import argparse
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from workbench.runs import open_run
+
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs / "a")
+    shutil.copytree(tiny_run, runs / "b")
+    spec = tmp_path / "e.yaml"
+
+    def write_spec(cls_members: str) -> None:
+        spec.write_text("tasks:\n" + "".join(f"  {t}:\n    members:\n" + "".join(
+            f"    - member: {m}\n      weight: 1.0\n" for m in (cls_members if t == "cls" else "a").split(","))
+            for t in ("cls", "det", "seg")))
+    bench = run.Bench(argparse.Namespace(runs_dir=str(runs), prefix="t"))
+    argv = ["distill", str(spec), "--data", "d.yaml", "--name", "s"]
+    write_spec("a,b@hflip")
+    key = " ".join(argv) + "\n" + bench.settings(argv)
+    assert key.count("\nteacher ") == 3  # the spec, then runs a and b once each (b@hflip is b's weights)
+    assert run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
+    write_spec("a")  # a new search: another blend
+    assert not run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
+    write_spec("a,b@hflip")
+    assert run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
+    weights = open_run(runs / "b").weights  # member b retrained under the same name
+    state = load_file(weights)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 1
+    save_file(state, weights)
+    assert not run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
+    members = ["distill", "a", "b", "--data", "d.yaml"]  # members named on the command line
+    assert bench.settings(members).count("teacher ") == 2
