@@ -714,7 +714,7 @@ def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_id
         name = name or "+".join(m.label.replace("@", "_") for m in parsed)
     manifest = submit(SubmitConfig(spec, data_path, name, fmt, device, image_ids=image_ids))
     folder = Path(SubmitConfig.out_dir) / name
-    if as_json:  # a row per member and the blend, as the table; where it was written and what the fill keeps
+    if as_json:  # the table's rows (each member, the blend with two or more); where it went, what the fill keeps
         echo_records(metric_records("member", list(manifest.val.items()), submission=name, format=fmt,
                                     folder=str(folder), polygon_roundtrip_miou=manifest.polygon_roundtrip_miou))
         return
