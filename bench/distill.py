@@ -23,7 +23,7 @@ from workbench.records.tasks import TASKS
 from workbench.records.cache_meta import CacheMeta
 from workbench.records.tasks import METRIC_COLUMNS
 from workbench.distill import PSEUDO_DIR, DistillConfig, distill
-from workbench.records.ensemble import EnsembleSpec, parse_member
+from workbench.records.ensemble import EnsembleSpec, parse_member, spec_file
 from workbench.ensemble.spec import blend_spec, equal_spec
 from workbench.io import read_json
 from workbench.metrics.scoring import score_predictions
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/DISTILL.md")
     args = parser.parse_args(argv)
     t_all = time.time()
-    if len(args.teacher) == 1 and args.teacher[0].endswith((".yaml", ".yml")):
+    if spec_file(args.teacher):
         teacher = EnsembleSpec.load(args.teacher[0])
     else:
         teacher = equal_spec([parse_member(m) for m in args.teacher])

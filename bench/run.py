@@ -41,7 +41,7 @@ from workbench.data.transforms import canvas_hw, size_label
 from workbench.records.manifest import Manifest
 from workbench.records.run_info import FILE as RUN_FILE, RunInfo
 from workbench.records.tasks import METRIC_COLUMNS, METRICS as METRIC_KEYS, TASKS
-from workbench.records.ensemble import EnsembleSpec, parse_member
+from workbench.records.ensemble import EnsembleSpec, parse_member, spec_file
 from workbench.io import hash_file, read_json, write_json
 from workbench.metrics.det import map50
 from workbench.models.model import ModelConfig, MultiTaskModel
@@ -84,8 +84,7 @@ def same_settings(old: str, new: str) -> bool:
             return None
         if not isinstance(config, dict):
             return None
-        config = with_legacy_defaults(config) if config else config
-        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in with_legacy_defaults(config).items()}
     a, b = read(old), read(new)
     return a is not None and a == b
 
@@ -120,7 +119,7 @@ class Bench:
         weights' sha256 (a new search or a retrained member retrains the student); "" for other commands."""
         if argv[:1] == ["distill"]:
             teachers = list(takewhile(lambda a: not a.startswith("--"), argv[1:]))
-            spec = teachers[0] if len(teachers) == 1 and teachers[0].endswith((".yaml", ".yml")) else None
+            spec = spec_file(teachers)
             members = EnsembleSpec.load(spec).members() if spec else [parse_member(t) for t in teachers]
             runs = dict.fromkeys(m.run for m in members)
             return "".join([*([f"teacher {spec} sha256 {hash_file(spec)}\n"] if spec else []),

@@ -444,9 +444,9 @@ def distill_cmd(ctx, teacher, route, unlabeled, det_threshold, allow_test, overw
     tune_allocator()  # the student's training, as in `mtwb train`
     from workbench.distill import DistillConfig, distill
     from workbench.ensemble.spec import equal_spec
-    from workbench.records.ensemble import EnsembleSpec, parse_member
+    from workbench.records.ensemble import EnsembleSpec, parse_member, spec_file
     fields = config_fields(ctx, "joint")  # a missing option before the teacher's runs are opened
-    if len(teacher) == 1 and teacher[0].endswith((".yaml", ".yml")):
+    if spec_file(teacher):
         spec = EnsembleSpec.load(teacher[0])
     else:
         spec = equal_spec([parse_member(m) for m in teacher])
@@ -695,11 +695,11 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
 def submit_cmd(members, data_path, fmt, name, weights, fusion, iou_thr, image_ids, device, as_json):
     """Blend MEMBERS (RUN or RUN@TTA, or one ENSEMBLE.yaml) and write submissions/<name>/."""
     from workbench.ensemble.spec import equal_spec
-    from workbench.records.ensemble import EnsembleSpec, FusionConfig, parse_member
+    from workbench.records.ensemble import EnsembleSpec, FusionConfig, parse_member, spec_file
     from workbench.submit import SubmitConfig, submit
     if name is not None:
         check_name(name)  # before any prediction: submissions/<name> stays inside submissions/
-    if len(members) == 1 and members[0].endswith((".yaml", ".yml")):
+    if spec_file(members):
         spec = EnsembleSpec.load(members[0])
         name = name or Path(members[0]).stem
     else:

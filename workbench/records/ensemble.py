@@ -65,6 +65,12 @@ class TaskBlend:
             raise WorkbenchError(f"weights must be non-negative with a positive sum, got {list(self.weights)}")
 
 
+def spec_file(refs) -> str | None:
+    """The ENSEMBLE.yaml a command was given when REFS is one spec file; None when they are members (RUN or
+    RUN@TTA)."""
+    return refs[0] if len(refs) == 1 and str(refs[0]).endswith((".yaml", ".yml")) else None
+
+
 @dataclass(frozen=True)
 class EnsembleSpec:
     """Per-task blends plus free-form records (search settings, val scores)."""
