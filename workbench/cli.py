@@ -208,6 +208,9 @@ def recipe_options(f):
         click.option("--clip", type=click.Choice(["none", "global", "task"]), default="none", show_default=True,
                      help="Gradient clipping: global norm, or task-level backbone-oriented (each task clipped, rescaled to one norm)."),
         click.option("--clip-norm", default=1.0, show_default=True),
+        click.option("--clip-common", type=click.Choice(["running", "step"]), default="running", show_default=True,
+                     help="--clip task with one task a step (equal-compute): running rescales it to the common norm of "
+                          "every task's last gradient; step clips it alone (the behaviour before this option)."),
         click.option("--accum", default=1, show_default=True, help="Batches accumulated per optimizer step."),
         click.option("--ema", default=0.0, show_default=True, help="EMA decay of the weights, e.g. 0.999 (0: off); saved as ema.safetensors."),
         click.option("--class-balance", help="Class imbalance per task, on top of the default seg=loss (class-"
@@ -626,7 +629,8 @@ def grouping_cmd(from_run, max_backbones, do_train, data_path, budget, backbone,
         base = TrainConfig.read_yaml(run.path / "config.yaml")  # the groups train as RUN did, but for the options
         train = {k: base[k] for k in ("img_size", "batch_size", "lr", "backbone_lr_scale", "weight_decay",
                                       "warmup_steps", "neck_channels", "head_convs", "heads", "norm_stats", "pretrained",
-                                      "mean", "std", "augment", "precision", "epochs", "clip", "clip_norm") if k in base}
+                                      "mean", "std", "augment", "precision", "epochs", "clip", "clip_norm",
+                                      "clip_common") if k in base}
         if img_size:
             train["img_size"] = parse_per_task(img_size, train.get("img_size") or {}, "--img-size", shapes=True)
         if batch_size:

@@ -84,6 +84,17 @@ def test_task_clipping_equalises_task_gradient_norms_on_a_toy_model():
     assert zero["a"].abs().sum() == 0 and zero["b"].norm().item() == pytest.approx(1.0)
 
 
+def test_task_clipping_counts_the_last_norms_of_tasks_absent_from_the_step():
+    """One task a step (equal-compute): its gradient is rescaled to the common norm of every task's last
+    one, not merely clipped. seg 0.4 alone with det last at 2.0 and cls at 0.6: mean (0.4 + 2.0 + 0.6) / 3
+    = 1.0, so min(1.0, 1.0) = 1.0 (seg scaled up 2.5x); without them: min(1.0, 0.4), seg unchanged."""
+    seg = torch.tensor([0.0, 0.4])
+    assert clip_task_gradients({"seg": seg}, 1.0, {"det": 2.0, "cls": 0.6})["seg"].tolist() == pytest.approx([0.0, 1.0])
+    assert clip_task_gradients({"seg": seg}, 1.0)["seg"].tolist() == pytest.approx([0.0, 0.4])
+    # below max_norm the mean itself: (0.4 + 0.2) / 2 = 0.3
+    assert clip_task_gradients({"seg": seg}, 1.0, {"cls": 0.2})["seg"].norm().item() == pytest.approx(0.3)
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(RunError, match="unknown loss balancing 'gradvac'"):
         make_balancer("gradvac", TASKS)

@@ -357,6 +357,31 @@ def test_in_place_gradient_sum_equals_the_flat_per_task_path(tiny_data, tmp_path
     assert [g.norm().item() for g in seen.values()] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.parametrize("common", ["running", "step"])
+def test_task_clipping_with_one_task_a_step_rescales_to_the_common_norm(tiny_data, tmp_path, common):
+    """Equal-compute sampling, one task a step, --clip task with a threshold no norm reaches: with
+    --clip-common running each step's backbone gradient has the mean of every task's last raw norm (the
+    norms logged in the step rows), with step its own raw norm (a lone task is only clipped)."""
+    (tmp_path / common).mkdir()
+    trainer = Trainer(tiny_train_config(tiny_data, tmp_path, common, sampling="equal-compute", clip="task",
+                                        clip_norm=1e6, clip_common=common, steps_per_epoch=12), tmp_path / common)
+    last, lone = {}, 0
+    for _ in range(12):
+        row = trainer.train_step()
+        step = {t: row[f"grad_{t}"] for t in ("cls", "det", "seg") if row[f"grad_{t}"] is not None}
+        last.update(step)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in trainer.shared if p.grad is not None]).item()
+        if len(step) == 1:
+            lone += 1
+            own = next(iter(step.values()))
+            expected = sum(last.values()) / len(last) if common == "running" else own
+            assert norm == pytest.approx(expected, rel=1e-4)
+    assert lone == 12 and set(last) == {"cls", "det", "seg"}
+    assert len({round(v, 4) for v in last.values()}) == 3  # the norms differ: running and step part ways
+    saved = trainer.state()["progress"]["last_norms"]  # what a resume continues from
+    assert saved == (pytest.approx(last, rel=1e-4) if common == "running" else {})
+
+
 def test_pretrained_file_that_does_not_fit_is_refused_with_keys(tiny_data, tmp_path):
     import timm
     state = {k: v.contiguous() for k, v in timm.create_model("resnet10t").state_dict().items()}

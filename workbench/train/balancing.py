@@ -17,7 +17,9 @@ Two independent choices, each a registry:
   clip_grad_norm_ over every parameter) or `task`: task-level backbone-oriented clipping (TBGC,
   arXiv 2307.03465): each task's backbone gradient is clipped to `max_norm` on its own, then all are
   rescaled to one common norm (the smaller of `max_norm` and their mean norm) and summed, so that no
-  task's gradient dominates the shared weights.
+  task's gradient dominates the shared weights. With one task a step (equal-compute sampling) the
+  mean takes the other tasks' last norms (`--clip-common running`, the default): the task is still
+  rescaled to the common norm, not merely clipped (`step`: this step's tasks only, as before).
 
 Backbone gradients are flat vectors here (one per task, over the shared parameters); the trainer
 computes them with one backward pass per task.
@@ -148,6 +150,7 @@ BALANCERS: dict[str, Callable[..., Balancer]] = {
     "fixed": Balancer, "magnitude": MagnitudeBalancer, "uncertainty": UncertaintyBalancer, "pcgrad": PCGradBalancer,
 }
 CLIP_MODES = ("none", "global", "task")
+CLIP_COMMON = ("step", "running")  # task clipping's common norm: this step's tasks, or every task's last norm
 
 
 def register_balancer(name: str, factory: Callable[..., Balancer]) -> None:
@@ -162,17 +165,21 @@ def make_balancer(name: str, tasks: Sequence[str], weights: dict[str, float] | N
     return BALANCERS[name](tasks, weights=weights, ratio=ratio)
 
 
-def clip_task_gradients(grads: dict[str, torch.Tensor], max_norm: float) -> dict[str, torch.Tensor]:
+def clip_task_gradients(grads: dict[str, torch.Tensor], max_norm: float,
+                        absent: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Task-level backbone-oriented clipping: clip each task on its own, then rescale all to one norm.
 
     Args:
         grads: task -> flat backbone gradient.
         max_norm: the clipping threshold of each task.
+        absent: task -> the norm of its last backbone gradient, for the tasks this step has no batch of
+            (one task a step, equal-compute sampling): they count towards the common norm, so that a
+            task's gradient is rescaled to the same norm whether or not the others share its step.
     Returns:
         task -> gradient of norm c = min(max_norm, mean of the tasks' norms); a zero gradient stays zero.
     """
     norms = {t: float(g.norm()) for t, g in grads.items()}
-    nonzero = [n for n in norms.values() if n > 0]
+    nonzero = [n for n in [*norms.values(), *(absent or {}).values()] if n > 0]
     if not nonzero:
         return dict(grads)
     common = min(max_norm, sum(nonzero) / len(nonzero))
