@@ -48,7 +48,7 @@ from workbench.models.model import ModelConfig, MultiTaskModel
 from workbench.runs import load_model, open_run
 from workbench.predict import PredictConfig, predict_run
 from workbench.records.predictions import to_submission
-from workbench.train.trainer import DEFAULT_SIZES, TrainConfig, with_legacy_defaults
+from workbench.train.trainer import DEFAULT_SIZES, TrainConfig, inert_settings, with_legacy_defaults
 
 METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
@@ -74,7 +74,8 @@ def same_settings(old: str, new: str) -> bool:
     `Bench.settings`): the same command, parent and teacher lines, and the same config once each setting the old
     config predates is read at the value it trained with (trainer.LEGACY_DEFAULTS). So a setting added to
     `mtwb train` retrains only the stages it changes: a joint run made before --unfreeze is reused, a
-    `headft --one-pass` run (whose default became the neck) is not."""
+    `headft --one-pass` run (whose default became the neck) is not. A setting that changes nothing in the run
+    (trainer.inert_settings: --clip-common without --clip task) is left out."""
     def read(key: str) -> tuple[list[str], dict] | None:
         lines = key.split("\n")
         fixed = [lines[0], *(ln for ln in lines[1:] if ln.startswith(NOT_CONFIG))]
@@ -84,7 +85,8 @@ def same_settings(old: str, new: str) -> bool:
             return None
         if not isinstance(config, dict):
             return None
-        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in with_legacy_defaults(config).items()}
+        config = with_legacy_defaults(config)
+        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in inert_settings(config)}
     a, b = read(old), read(new)
     return a is not None and a == b
 

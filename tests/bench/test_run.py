@@ -101,6 +101,12 @@ def test_reuse_key_reads_settings_added_since_at_their_old_value():
     assert not run.same_settings(old, old.replace("--name h", "--name h --lr 1e-3"))
     assert not run.same_settings(old, old.replace("epochs: 2\n", "epochs: 2\naffinity_every: 0\n"))  # no old value known
     assert not run.same_settings("train headft\nepochs: [2\n", old)  # an unreadable key is never a match
+    # --clip-common (default running, before it: step) changes only runs with task clipping
+    single = "train single --task seg --name s\nrecipe: single\nclip: none\n"
+    assert run.same_settings(single, single + "clip_common: running\n")
+    joint = "train joint --clip task --name j\nrecipe: joint\nclip: task\n"
+    assert not run.same_settings(joint, joint + "clip_common: running\n")
+    assert run.same_settings(joint, joint + "clip_common: step\n")
 
 
 def test_a_student_is_retrained_when_its_teacher_changes(tiny_run, tmp_path):

@@ -1212,6 +1212,12 @@ def with_legacy_defaults(fields: dict) -> dict:
     return {**LEGACY_DEFAULTS, **fields}
 
 
+def inert_settings(fields: dict) -> set[str]:
+    """The settings that change nothing in a run of these config.yaml settings (bench/run.py's reuse leaves
+    them out): --clip-common without task clipping."""
+    return {"clip_common"} if fields.get("clip", "none") != "task" else set()
+
+
 def resume(run_ref: str | Path, runs_dir: Path = RUNS_DIR, progress: bool = True) -> Path:
     """Continue an interrupted run from its last checkpoint (state.pt); it ends as the uninterrupted run would."""
     path = Path(run_ref)
