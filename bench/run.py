@@ -54,16 +54,15 @@ METRICS = METRIC_COLUMNS
 TTA = "hflip@det+seg"  # mirrored views for det and seg only: signs carry text and handedness
 COMMAND_FILE = "bench_command.txt"
 OTHER_CONVS = "conv"  # the performance figures' other neck and head convolutions: full 3x3 (the default is separable)
-# joint = single-cls + single-det + single-seg: one model against three at equal minutes (at 4 + 4 + 4 vs 12
-# minutes the joint model matched the three, bench/EQUAL_BUDGET.md); headft is a further minute on top. The
-# student gets the joint run's budget (it is the joint run's twin with pseudo-labels).
-# The joint run gets 10 minutes: at 5 (one epoch of 290 steps) it scored 0.616 val, where 580 steps reached
-# 0.731 (bench/LONG_JOINT.md); the three single-task runs share the same 10 minutes (the equal-budget table).
-# Joint runs of lite1 / lite2 at 4 minutes (0.51 / 0.48 val) and the frozen-statistics twin (0.48) left the
-# bench to pay for it (bench/REPORT.md of commit f841a04 has their rows). The one-pass model (the joint run's
-# per-task statistics merged, heads fine-tuned on them: `headft --one-pass`) gets headft's budget; it is the
-# AllInOne inference cost measured on trained weights.
-DEFAULT_BUDGET = "single-cls=2m,single-det=4m,single-seg=4m,joint=10m,headft=2m,student=10m"
+# One checkpoint against three single-task models at equal total minutes (issue 16): the joint run and the
+# head fine-tuning from it (headft, and `headft --one-pass`: the per-task statistics merged, neck and heads
+# fine-tuned, the AllInOne inference cost measured on trained weights) share the three single-task runs'
+# 2 + 4 + 4 = 10 minutes, as joint 8 + headft 2. (Until 2026-12-04 the joint run had the whole 10 and headft
+# 2 more, 12 against 10.) The joint run needs the length: at 5 minutes (one epoch of 290 steps) it scored
+# 0.616 val, where 580 steps reached 0.731 (bench/LONG_JOINT.md). The student gets the joint run's budget (it
+# is the joint run's twin with pseudo-labels). Joint runs of lite1 / lite2 at 4 minutes (0.51 / 0.48 val) and
+# the frozen-statistics twin (0.48) left the bench to pay for it (bench/REPORT.md of commit f841a04 has their rows).
+DEFAULT_BUDGET = "single-cls=2m,single-det=4m,single-seg=4m,joint=8m,headft=2m,student=8m"
 
 
 NOT_CONFIG = ("parent ", "teacher ")  # the lines of a reuse key that are not the run's config.yaml
@@ -262,9 +261,10 @@ def scoring_cost(data: str, run: str, n_images: int = 1000) -> float:
 def equal_budget(plain: dict, singles: dict, joint: str, headft: str, onepass: str, data: str, budget: dict,
                  n_boot: int = 1000) -> list[str]:
     """The "recipes at equal budget" table (bench/equal_budget.py, one seed): per task the plain script
-    against the workbench's single-task run at the same budget; then three plain scripts, three
-    single-task runs and one joint model at the same total minutes, and joint + headft (a further
-    `headft` budget on top), and joint + headft --one-pass (one backbone pass for all three tasks)."""
+    against the workbench's single-task run at the same budget; then three plain scripts and three
+    single-task runs, one joint model (its `joint` budget), and the two one-checkpoint rows at `joint` +
+    `headft` (with DEFAULT_BUDGET the single-task runs' total): joint + headft, and joint + headft
+    --one-pass (one backbone pass for all three tasks)."""
     minutes = {t: budget[f"single-{t}"] for t in TASKS}
     rows = []
     for t in TASKS:
