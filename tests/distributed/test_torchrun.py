@@ -56,8 +56,10 @@ def steps(tiny_data, tmp_path, pretrained, name: str, world: int, *extra: str) -
     return torch.load(out, weights_only=True)
 
 
-def max_difference(a: dict, b: dict) -> float:
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+def elements_apart(a: dict, b: dict, tol: float) -> tuple[int, int]:
+    """(how many floating-point elements of state dicts a and b differ by more than tol, how many there are)."""
+    pairs = [(a[k].float(), b[k].float()) for k in a if a[k].is_floating_point()]
+    return sum(int(((x - y).abs() > tol).sum()) for x, y in pairs), sum(x.numel() for x, _ in pairs)
 
 
 def test_two_processes_take_the_single_process_steps(tiny_data, tmp_path, pretrained):
@@ -72,8 +74,13 @@ def test_two_processes_take_the_single_process_steps(tiny_data, tmp_path, pretra
     for r1, r2 in zip(one["rows"], two["rows"]):  # the global losses and task gradient norms, logged alike
         for key in ("loss_cls", "loss_det", "loss_seg", "grad_cls", "grad_det", "grad_seg"):
             assert r2[key] == pytest.approx(r1[key], rel=1e-4, abs=1e-6), key
-    assert max_difference(one["state"], two["state"]) < 1e-5
-    assert max_difference(one["state"], alone["state"]) > 1e-3
+    # AdamW divides a step by the gradient's own size, so an element whose gradient is float32 rounding away from
+    # 0 may step differently: on an Intel Xeon 4 of resnet10t's 5,023,617 weights ended more than 1e-5 apart (the
+    # largest 1.5e-4, 24 more than 1e-6), on an AMD EPYC none. Without the all-reduce most of them are.
+    apart, total = elements_apart(one["state"], two["state"], 1e-5)
+    assert apart <= total * 1e-5
+    apart, total = elements_apart(one["state"], alone["state"], 1e-5)
+    assert apart > total / 2
 
 
 def test_predict_with_two_ranks_writes_the_single_process_entry(tiny_data, tiny_run, tmp_path):
@@ -144,4 +151,5 @@ def test_a_rank_that_dies_stops_the_job_and_one_process_resumes_it(tiny_data, tm
 def test_nccl_on_two_gpus_takes_the_single_process_steps(tiny_data, tmp_path, pretrained):
     one = steps(tiny_data, tmp_path, pretrained, "one", 1, "cuda")
     two = steps(tiny_data, tmp_path, pretrained, "two", 2, "cuda")
-    assert max_difference(one["state"], two["state"]) < 1e-4
+    apart, total = elements_apart(one["state"], two["state"], 1e-4)
+    assert apart <= total * 1e-5
