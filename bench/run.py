@@ -85,7 +85,8 @@ def same_settings(old: str, new: str) -> bool:
         if not isinstance(config, dict):
             return None
         config = with_legacy_defaults(config)
-        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in inert_settings(config)}
+        inert = inert_settings(config)
+        return fixed, {k: list(v) if isinstance(v, tuple) else v for k, v in config.items() if k not in inert}
     a, b = read(old), read(new)
     return a is not None and a == b
 

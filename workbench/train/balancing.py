@@ -26,7 +26,7 @@ computes them with one backward pass per task.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -165,6 +165,12 @@ def make_balancer(name: str, tasks: Sequence[str], weights: dict[str, float] | N
     return BALANCERS[name](tasks, weights=weights, ratio=ratio)
 
 
+def common_norm(norms: Iterable[float], max_norm: float) -> float | None:
+    """Task clipping's common norm: min(max_norm, the mean of the nonzero task norms); None if all are 0."""
+    nonzero = [n for n in norms if n > 0]
+    return min(max_norm, sum(nonzero) / len(nonzero)) if nonzero else None
+
+
 def clip_task_gradients(grads: dict[str, torch.Tensor], max_norm: float,
                         absent: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
     """Task-level backbone-oriented clipping: clip each task on its own, then rescale all to one norm.
@@ -179,8 +185,7 @@ def clip_task_gradients(grads: dict[str, torch.Tensor], max_norm: float,
         task -> gradient of norm c = min(max_norm, mean of the tasks' norms); a zero gradient stays zero.
     """
     norms = {t: float(g.norm()) for t, g in grads.items()}
-    nonzero = [n for n in [*norms.values(), *(absent or {}).values()] if n > 0]
-    if not nonzero:
+    common = common_norm([*norms.values(), *(absent or {}).values()], max_norm)
+    if common is None:
         return dict(grads)
-    common = min(max_norm, sum(nonzero) / len(nonzero))
     return {t: g * (common / norms[t]) if norms[t] > 0 else g for t, g in grads.items()}

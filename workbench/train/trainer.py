@@ -62,7 +62,8 @@ from workbench.progress import Progress, duration
 from workbench.records import METRICS, TASKS, Predictions
 from workbench.records.run_info import RunInfo
 from workbench.runs import RUNS_DIR, Run, save_weights
-from workbench.train.balancing import BALANCERS, CLIP_COMMON, CLIP_MODES, clip_task_gradients, make_balancer
+from workbench.train.balancing import (BALANCERS, CLIP_COMMON, CLIP_MODES, clip_task_gradients, common_norm,
+                                        make_balancer)
 from workbench.train.curves import plot_training_curves
 from workbench.train.recipes import RECIPES, get_recipe
 from workbench.train.streams import SAMPLING, TaskStream, _seed, batch_cost, make_batch, step_tasks
@@ -731,10 +732,10 @@ class Trainer:
                 offset += n
             return
         if config.clip == "task":  # the sum of g_t / |g_t|, times the common norm (clip_task_gradients)
-            nonzero = [n for n in [*norms.values(), *absent.values()] if n > 0]
+            common = common_norm([*norms.values(), *absent.values()], config.clip_norm)
             present = [g for g in summed if g is not None]
-            if nonzero and present:
-                torch._foreach_mul_(present, min(config.clip_norm, sum(nonzero) / len(nonzero)))
+            if common is not None and present:
+                torch._foreach_mul_(present, common)
         for p, g in zip(self.shared, summed):
             p.grad = g
 
