@@ -77,6 +77,40 @@ def test_a_refused_run_leaves_no_folder_and_an_overwrite_keeps_the_old_run(tiny_
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".") and p.name != ".cache"] == []
 
 
+@pytest.mark.parametrize("stopped_at_step", [1, 3])
+def test_an_overwrite_stopped_before_its_first_checkpoint_puts_the_old_run_back(tiny_data, tmp_path, monkeypatch,
+                                                                                 capfd, stopped_at_step):
+    """Ctrl-C in an --overwrite run: before its first checkpoint (end of epoch 1 = step 2) the new run has
+    nothing to resume and the run it was to replace comes back byte for byte; after it the new run stays
+    (interrupted, resumable) and the old one is gone. Either way nothing is left beside them."""
+    import json
+    from tests.conftest import tiny_train_config
+    from workbench.train.trainer import Trainer, train
+    runs = tmp_path / "runs"
+    train(tiny_train_config(tiny_data, runs, "r"), progress=False)
+    before = {p.name: p.read_bytes() for p in (runs / "r").rglob("*") if p.is_file()}
+    step = Trainer.train_step
+    calls = []
+
+    def stopping(self, *a, **kw):
+        calls.append(1)
+        if len(calls) == stopped_at_step:
+            raise KeyboardInterrupt
+        return step(self, *a, **kw)
+    monkeypatch.setattr(Trainer, "train_step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_train_config(tiny_data, runs, "r", epochs=2, seed=1), overwrite=True, progress=False)
+    after = {p.name: p.read_bytes() for p in (runs / "r").rglob("*") if p.is_file()}
+    assert sorted(p.name for p in runs.iterdir() if p.name != ".cache") == ["r"]
+    if stopped_at_step == 1:
+        assert after == before
+        assert capfd.readouterr().err.strip().splitlines()[-1] == (
+            f"{runs / 'r'}: stopped before its first checkpoint; the run it was to replace is back")
+    else:
+        assert json.loads(after["run.json"])["status"] == "interrupted" and "state.pt" in after
+        assert after["config.yaml"] != before["config.yaml"]  # the new run's, to resume
+
+
 @pytest.mark.parametrize("killed_while", ["training", "building"])
 def test_resume_before_the_first_checkpoint_starts_again(tiny_data, tmp_path, killed_while):
     import json

@@ -31,6 +31,7 @@ import math
 import random
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -570,6 +571,7 @@ class Trainer:
         self._pending: tuple[StepPlan, Future] | None = None  # the next step's batches, being assembled
         self._tb = None  # the TensorBoard writer (--tensorboard), made at the first epoch's end
         self.lock: Lock | None = None  # the run folder's lock (workbench.locks), held while this process trains it
+        self.replaces: Path | None = None  # the run --overwrite replaces, moved aside until the first checkpoint
         self.clock = _clock  # what a budget is measured with
         self.step_times: deque[float] = deque(maxlen=REFIT_WINDOW)  # the last steps' seconds (budget runs)
         self._tail_s = 0.0  # seconds of the last epoch end's writing (logs, curves, run.json, state.pt)
@@ -634,6 +636,9 @@ class Trainer:
     def save_state(self) -> None:
         with atomic_path(self.run_dir / STATE) as tmp:
             torch.save(self.state(), tmp)
+        if self.replaces is not None:  # this run can now be resumed: the run it replaces (--overwrite) goes
+            shutil.rmtree(self.replaces, ignore_errors=True)
+            self.replaces = None
 
     # --- one optimizer step --------------------------------------------------------------------
     def plan_step(self, step: int) -> StepPlan:
@@ -1112,9 +1117,10 @@ def _run_id(config: TrainConfig) -> str:
 
 def make_run_dir(config: TrainConfig, overwrite: bool) -> tuple[Path, Path | None, Lock]:
     """(the new run folder, the run it replaces moved aside or None, the new folder's lock, held for
-    training). With --overwrite the old run is kept aside until the new run's trainer is built: a
-    refusal then (weights that do not fit, a broken image) puts it back (`abandon_run_dir`) instead of
-    losing it. A run that another live process trains (or replaces) is refused, naming that process."""
+    training). With --overwrite the old run is kept aside until the new run's first checkpoint (the new
+    run can be resumed from then on): a refusal before it (weights that do not fit, a broken image, a
+    Ctrl-C in the first epoch) puts it back (`abandon_run_dir`) instead of losing it. A run that another
+    live process trains (or replaces) is refused, naming that process."""
     path = Path(config.runs_dir) / _run_id(config)
     aside = None
     if path.exists():
@@ -1186,9 +1192,19 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
             abandon_run_dir(run_dir, aside)
         raise
     trainer.lock = lock  # released when training ends, however it ends
-    if aside is not None:
-        shutil.rmtree(aside)
-    return start(trainer, spec, parent, kind, parents, notes, progress)
+    trainer.replaces = aside  # removed at the first checkpoint
+    try:
+        path = start(trainer, spec, parent, kind, parents, notes, progress)
+    except BaseException:
+        if trainer.replaces is not None:  # stopped before its first checkpoint: nothing to resume, the old run back
+            trainer.close()
+            abandon_run_dir(run_dir, aside)
+            print(f"{run_dir}: stopped before its first checkpoint; the run it was to replace is back", file=sys.stderr,
+                  flush=True)
+        raise
+    if trainer.replaces is not None:  # a recipe that ends without a checkpoint
+        shutil.rmtree(trainer.replaces, ignore_errors=True)
+    return path
 
 
 def start(trainer: Trainer, spec: DatasetSpec, parent: Run | None, kind: str | None, parents: list[str] | None,
