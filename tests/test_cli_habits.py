@@ -217,6 +217,25 @@ def test_dry_run_prints_the_config_yaml_the_run_then_writes_and_trains_nothing(t
     assert printed == yaml.safe_load((tmp_path / "runs" / "h" / "config.yaml").read_text())
 
 
+def test_an_old_runs_config_yaml_re_runs_it_with_the_settings_it_trained_with(tiny_data, tmp_path):
+    """--config runs/OLD/config.yaml, OLD older than --clip-common (absent from its file): the value it trained
+    with (step), not today's default (running); the same file outside a run folder is a new run's settings."""
+    old = tmp_path / "runs" / "old"
+    old.mkdir(parents=True)
+    fields = {"data": str(tiny_data), "backbone": "resnet10t", "recipe": "joint", "clip": "task"}
+    (old / "config.yaml").write_text(yaml.safe_dump(fields))
+    (old / "run.json").write_text("{}")
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(fields))
+    printed = {}
+    for file in (old / "config.yaml", tmp_path / "mine.yaml"):
+        dry = here("train", "joint", "--config", file, "--dry-run", cwd=tmp_path)
+        assert dry.returncode == 0, dry.stderr
+        printed[file.name] = yaml.safe_load(dry.stdout)
+    assert (printed["config.yaml"]["clip_common"], printed["mine.yaml"]["clip_common"]) == ("step", "running")
+    dry = here("train", "joint", "--config", old / "config.yaml", "--clip-common", "running", "--dry-run", cwd=tmp_path)
+    assert yaml.safe_load(dry.stdout)["clip_common"] == "running"  # an option given still overrides the file
+
+
 class FakeClock:
     def __init__(self):
         self.t = 0.0

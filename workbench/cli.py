@@ -292,12 +292,15 @@ REQUIRED = {"joint": ("data", "backbone"), "single": ("data", "backbone", "tasks
 def config_fields(ctx: click.Context, recipe: str) -> dict:
     """TrainConfig fields of a training command: those of its --config file (if any), each overridden by an
     option given on the command line; options neither in the file nor given keep their defaults. A run's
-    config.yaml is such a file, so `--config runs/RUN/config.yaml` re-creates RUN's TrainConfig."""
+    config.yaml is such a file, so `--config runs/RUN/config.yaml` re-creates RUN's TrainConfig (a run older
+    than a setting gets the value it trained with, LEGACY_DEFAULTS, not today's default)."""
     from click.core import ParameterSource
-    from workbench.train.trainer import TrainConfig
+    from workbench.train.trainer import TrainConfig, with_legacy_defaults
     params = dict(ctx.params)
     file = params.get("config_file")
     fields = TrainConfig.read_yaml(file) if file else {}
+    if file and (Path(file).parent / "run.json").exists():  # a run's own config.yaml
+        fields = with_legacy_defaults(fields)
     written = set(fields)  # a file's null stays null (class_balance: null, a run made before seg=loss: none)
     if fields.get("recipe", recipe) != recipe:
         raise click.UsageError(f"{file} is the config of a {fields['recipe']!r} run: use `mtwb train {fields['recipe']}`")
