@@ -441,6 +441,8 @@ def train_avg_cmd(run, top, name, device, overwrite):
 @click.option("--seg-confidence", default=0.5, show_default=True, help="Pseudo-mask pixels below this teacher probability are ignored.")
 @click.option("--temperature", default=2.0, show_default=True, help="Distillation temperature of the soft class targets.")
 @click.option("--pseudo-weight", default=1.0, show_default=True, help="Weight of a pseudo-labelled batch's loss.")
+@click.option("--pseudo-every", default=1, show_default=True,
+              help="A pseudo-labelled batch beside every k-th step of a task (each costs a labelled step's time).")
 @click.option("--allow-test", is_flag=True, help="Pseudo-label images identical to test images anyway (recorded as a warning).")
 @head_convs_option
 @recipe_options

@@ -110,3 +110,12 @@ def test_distil_on_tiny_data(tiny_data, tiny_run, tmp_path):
     assert info["kind"] == "student" and info["parents"] == ["tiny-r10"] and info["status"] == "complete"
     steps = list(csv.DictReader(open(run / "steps.csv")))
     assert float(steps[0]["pseudo_cls"]) > 0 and float(steps[0]["pseudo_seg"]) > 0
+    # --pseudo-every 2: the pseudo-labelled batches beside every second step of a task (round-robin: every task a
+    # step, so steps 0 and 2 carry them, 1 and 3 do not)
+    from tests.conftest import tiny_train_config
+    from workbench.train.trainer import train
+    every2 = train(tiny_train_config(tiny_data, tmp_path, "every2", steps_per_epoch=4, pseudo=str(pseudo), pseudo_every=2),
+                   progress=False)
+    steps = list(csv.DictReader(open(every2 / "steps.csv")))
+    assert [[t for t in ("cls", "seg") if steps[k][f"pseudo_{t}"]] for k in range(4)] == [["cls", "seg"], [], ["cls", "seg"], []]
+    assert all(s["loss_cls"] and s["loss_seg"] for s in steps)  # the labelled batches every step
