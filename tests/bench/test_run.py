@@ -146,3 +146,6 @@ def test_a_student_is_retrained_when_its_teacher_changes(tiny_run, tmp_path):
     assert not run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
     members = ["distill", "a", "b", "--data", "d.yaml"]  # members named on the command line
     assert bench.settings(members).count("teacher ") == 2
+    # --pseudo-every (default 1, as before it): a run made before it is reused unless the value differs
+    assert run.same_settings(joint, joint + "pseudo_every: 1\n")
+    assert not run.same_settings(joint, joint + "pseudo_every: 3\n")

@@ -96,7 +96,8 @@ DEFAULT_ONE_PASS_UNFREEZE = ("neck",)
 # that run did (its default since may differ). `mtwb train --resume` reads old runs so, and bench/run.py
 # reuses a run whose settings differ from today's only by such an absent key at this value.
 LEGACY_DEFAULTS = {"unfreeze": (),  # before --unfreeze no shared part trained (the one-pass default since: neck)
-                   "clip_common": "step"}  # before --clip-common a lone task was only clipped
+                   "clip_common": "step",  # before --clip-common a lone task was only clipped
+                   "pseudo_every": 1}  # before --pseudo-every a pseudo batch came with every step (today's default)
 DEFAULT_TASK_SHARE = {"cls": 1, "det": 2, "seg": 2}
 STATE = "state.pt"
 
