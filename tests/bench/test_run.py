@@ -107,6 +107,9 @@ def test_reuse_key_reads_settings_added_since_at_their_old_value():
     joint = "train joint --clip task --name j\nrecipe: joint\nclip: task\n"
     assert not run.same_settings(joint, joint + "clip_common: running\n")
     assert run.same_settings(joint, joint + "clip_common: step\n")
+    # --pseudo-every (default 1, as before it): a run made before it is reused unless the value differs
+    assert run.same_settings(joint, joint + "pseudo_every: 1\n")
+    assert not run.same_settings(joint, joint + "pseudo_every: 3\n")
 
 
 def test_a_student_is_retrained_when_its_teacher_changes(tiny_run, tmp_path):
@@ -146,6 +149,3 @@ def test_a_student_is_retrained_when_its_teacher_changes(tiny_run, tmp_path):
     assert not run.same_settings(key, " ".join(argv) + "\n" + bench.settings(argv))
     members = ["distill", "a", "b", "--data", "d.yaml"]  # members named on the command line
     assert bench.settings(members).count("teacher ") == 2
-    # --pseudo-every (default 1, as before it): a run made before it is reused unless the value differs
-    assert run.same_settings(joint, joint + "pseudo_every: 1\n")
-    assert not run.same_settings(joint, joint + "pseudo_every: 3\n")
