@@ -233,7 +233,8 @@ def recipe_options(f):
                      help="Autocast of the forward passes: auto = bf16 on a GPU that has it, else fp32; fp16 adds a "
                           "dynamic loss scale. Recorded in run.json; mtwb predict uses it too."),
         click.option("--name", help="Run id (default: <recipe>-<backbone>-<time>)."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing run of the same name (kept until the new run's first checkpoint)."),
+        click.option("--overwrite", is_flag=True,
+                     help="Replace an existing run of the same name (kept until the new run's first checkpoint)."),
     ]
     for option in reversed(options):
         f = option(f)

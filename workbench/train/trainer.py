@@ -1199,8 +1199,8 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
         raise
     trainer.lock = lock  # released when training ends, however it ends
     trainer.replaces = aside  # removed at the first checkpoint
-    try:
-        path = start(trainer, spec, parent, kind, parents, notes, progress)
+    try:  # every epoch's end writes a checkpoint, so a run that ends has removed the run it replaces
+        return start(trainer, spec, parent, kind, parents, notes, progress)
     except BaseException:
         if trainer.replaces is not None:  # stopped before its first checkpoint: nothing to resume, the old run back
             trainer.close()
@@ -1208,9 +1208,6 @@ def train(config: TrainConfig, overwrite: bool = False, progress: bool = True, k
             print(f"{run_dir}: stopped before its first checkpoint; the run it was to replace is back", file=sys.stderr,
                   flush=True)
         raise
-    if trainer.replaces is not None:  # a recipe that ends without a checkpoint
-        shutil.rmtree(trainer.replaces, ignore_errors=True)
-    return path
 
 
 def start(trainer: Trainer, spec: DatasetSpec, parent: Run | None, kind: str | None, parents: list[str] | None,
